@@ -1,0 +1,267 @@
+//! The configuration file (TOML) shared by every target, with `RAGW_SECTION__KEY` environment
+//! overrides. Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ragw_domain::Profile;
+use ragw_domain::profile::validate_profiles;
+use ragw_runtime::telemetry::LogFormat;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub registrar: RegistrarSection,
+    pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub profiles: Vec<Profile>,
+    /// The local ACME CA (`ragw run --target ca`).
+    pub ca: Option<ragw_acme_ca::CaConfig>,
+    /// The EST gateway (`ragw run --target est`).
+    pub est: Option<ragw_est::EstSection>,
+    /// The ACME worker (`ragw run --target worker`).
+    pub worker: Option<ragw_acme_worker::job::WorkerConfig>,
+    /// How the worker publishes dns-01 records.
+    pub dns: Option<crate::worker_cmd::DnsSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_level(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// SQLite database file.
+    pub path: Option<PathBuf>,
+    /// PostgreSQL connection string. Put credentials in `RAGW_STORE__URL`, not in the file.
+    pub url: Option<String>,
+    pub schema: Option<String>,
+    pub pool_size: Option<usize>,
+}
+
+impl StoreSection {
+    /// The store to open; `default_sqlite` is used when the file names none.
+    pub fn resolve(&self, default_sqlite: &Path) -> Result<ragw_store::StoreConfig> {
+        Ok(match self.backend {
+            StoreBackend::Sqlite => ragw_store::StoreConfig::Sqlite {
+                path: self
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| default_sqlite.to_path_buf()),
+            },
+            StoreBackend::Postgres => ragw_store::StoreConfig::Postgres {
+                url: self.url.clone().context(
+                    "store.backend is postgres but store.url (or RAGW_STORE__URL) is not set",
+                )?,
+                schema: self.schema.clone(),
+                pool_size: self.pool_size.unwrap_or(16),
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarSection {
+    #[serde(default = "default_grpc")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_ops")]
+    pub ops_listen: SocketAddr,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: i64,
+    #[serde(default = "default_wait")]
+    pub max_wait_seconds: u64,
+    #[serde(default = "default_lease")]
+    pub max_lease_seconds: u64,
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        RegistrarSection {
+            listen: default_grpc(),
+            ops_listen: default_ops(),
+            max_attempts: default_attempts(),
+            max_wait_seconds: default_wait(),
+            max_lease_seconds: default_lease(),
+        }
+    }
+}
+
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+
+fn default_ops() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+fn default_attempts() -> i64 {
+    10
+}
+
+fn default_wait() -> u64 {
+    30
+}
+
+fn default_lease() -> u64 {
+    600
+}
+
+/// The component's mutual-TLS identity for gRPC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// CA that issues component certificates (trusted for peers).
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Config {
+    /// Where the worker serves /healthz, /readyz and /metrics.
+    pub fn worker_ops_listen(&self) -> SocketAddr {
+        self.worker
+            .as_ref()
+            .and_then(|w| w.ops_listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9465)))
+    }
+
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut cfg: Config =
+            ragw_runtime::config::load(file, std::env::vars()).with_context(|| match file {
+                Some(f) => format!("loading configuration from {}", f.display()),
+                None => "loading configuration from the environment".to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&mut self) -> Result<()> {
+        validate_profiles(&mut self.profiles).context("invalid profile")?;
+        if let Some(ca) = &mut self.ca {
+            ca.validate().context("invalid [ca] section")?;
+        }
+        if self.registrar.max_attempts < 1 {
+            bail!("registrar.max_attempts must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn registrar_settings(&self) -> ragw_registrar::RegistrarSettings {
+        ragw_registrar::RegistrarSettings {
+            profiles: self.profiles.clone(),
+            max_attempts: self.registrar.max_attempts,
+            max_wait: std::time::Duration::from_secs(self.registrar.max_wait_seconds),
+            max_lease: std::time::Duration::from_secs(self.registrar.max_lease_seconds),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// Every example config in deploy/ must load as the binary would load it.
+    #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let mut cfg: Config =
+                ragw_runtime::config::load(Some(&path), Vec::<(String, String)>::new())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            cfg.validate()
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(
+                !cfg.profiles.is_empty()
+                    || cfg.ca.is_some()
+                    || cfg.est.is_some()
+                    || cfg.worker.is_some(),
+                "{} configures no component",
+                path.display()
+            );
+            if let Some(w) = &cfg.worker {
+                assert!(w.registrar.is_some() && !w.upstreams.is_empty() && cfg.dns.is_some());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 2, "expected example configs in {}", dir.display());
+    }
+
+    #[test]
+    fn unknown_keys_and_env_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[store]\nbackend = \"postgres\"\n").unwrap();
+        let env = vec![(
+            "RAGW_STORE__URL".to_string(),
+            "postgres://db/ragw".to_string(),
+        )];
+        let cfg: Config = ragw_runtime::config::load(Some(&file), env).unwrap();
+        assert_eq!(cfg.store.url.as_deref(), Some("postgres://db/ragw"));
+
+        std::fs::write(&file, "[store]\nbakend = \"postgres\"\n").unwrap();
+        let err = ragw_runtime::config::load::<Config>(Some(&file), Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("bakend"), "{err}");
+
+        let env = vec![("RAGW_REGISTRAR__MAX_ATEMPTS".to_string(), "3".to_string())];
+        let err = ragw_runtime::config::load::<Config>(None, env).unwrap_err();
+        assert!(
+            err.to_string().contains("RAGW_REGISTRAR__MAX_ATEMPTS")
+                || err.to_string().contains("max_atempts"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_profile_is_refused_with_its_name() {
+        let mut cfg: Config = ragw_runtime::config::load(None, Vec::new()).unwrap();
+        cfg.profiles.push(Profile::with_defaults(
+            "simpleenroll",
+            "devices.example.com",
+        ));
+        let err = cfg.validate().unwrap_err();
+        assert!(format!("{err:#}").contains("simpleenroll"));
+    }
+}

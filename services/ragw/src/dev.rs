@@ -1,0 +1,334 @@
+//! `ragw dev`: every component in one process on embedded defaults — registrar (SQLite), local
+//! ACME CA, built-in challenge DNS, one ACME worker and the EST gateway — talking gRPC over
+//! loopback exactly as in production.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use ragw_acme_ca::{Ca, CaConfig, serve_ca};
+use ragw_acme_worker::dns::{BuiltinDns, BuiltinDnsConfig, DnsMetrics};
+use ragw_acme_worker::job::{Worker, WorkerConfig, WorkerMetrics};
+use ragw_acme_worker::upstream::UpstreamConfig;
+use ragw_domain::{ApprovalMode, IdentityKind, Profile};
+use ragw_est::{BasicAuth, EstConfig, EstServer, LabelConfig, Secret, ServerTls};
+use ragw_runtime::identity::{Role, ensure_dev_credentials, write_private_file};
+use ragw_runtime::ops::MetricsRegistry;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::serve::{read_tls, shutdown_signal, start_registrar, wait_stop};
+use crate::worker_cmd::registrar_channel;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Approve {
+    Auto,
+    Manual,
+}
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Where state, keys and credentials live; a restart with the same directory keeps
+    /// everything.
+    #[arg(long, default_value = "./ragw-data")]
+    pub data_dir: PathBuf,
+    /// Parent domain of device names.
+    #[arg(long, default_value = "devices.ragw.test")]
+    pub domain: String,
+    /// Approval mode of the default profile.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub approve: Approve,
+    /// EST gateway (HTTPS) address.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub est_addr: SocketAddr,
+    /// Local ACME CA (HTTPS) address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub acme_addr: SocketAddr,
+    /// Built-in DNS server (UDP and TCP) for the challenge zone.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub dns_addr: SocketAddr,
+    /// Registrar gRPC address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub grpc_addr: SocketAddr,
+    /// Health, readiness and Prometheus metrics of every component.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub metrics_addr: SocketAddr,
+    /// Device identifier used in the printed examples; any device identifier may enroll with
+    /// the bootstrap password.
+    #[arg(long, default_value = "pledge-001")]
+    pub dev_user: String,
+    /// Bootstrap password for HTTP Basic; generated (and written 0600 to DATA_DIR/dev-password)
+    /// when not given.
+    #[arg(long, env = "RAGW_DEV_PASSWORD", hide_env_values = true)]
+    pub dev_password: Option<String>,
+    /// Do not run the built-in ACME worker (another `ragw run --target worker` serves this
+    /// registrar).
+    #[arg(long)]
+    pub no_worker: bool,
+    /// A configuration file in the services' format; its profiles replace the default one and
+    /// its [store] section can point at PostgreSQL.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls")
+}
+
+pub fn endpoints_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("endpoints.json")
+}
+
+#[cfg(unix)]
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
+#[cfg(not(unix))]
+fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// The bootstrap password: given, or read back from the data directory, or generated once and
+/// printed (the only time it is shown).
+fn bootstrap_password(args: &DevArgs) -> Result<(String, bool)> {
+    if let Some(p) = &args.dev_password {
+        return Ok((p.clone(), false));
+    }
+    let file = args.data_dir.join("dev-password");
+    match std::fs::read_to_string(&file) {
+        Ok(p) if !p.trim().is_empty() => Ok((p.trim().to_string(), false)),
+        _ => {
+            let alphabet = b"abcdefghijkmnopqrstuvwxyz23456789";
+            let bytes: [u8; 20] = rand::random();
+            let password: String = bytes
+                .iter()
+                .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
+                .collect();
+            write_private_file(&file, format!("{password}\n"))
+                .with_context(|| format!("writing {}", file.display()))?;
+            Ok((password, true))
+        }
+    }
+}
+
+pub async fn run(args: DevArgs) -> Result<()> {
+    let mut cfg = Config::load(args.config.as_deref())?;
+    ragw_runtime::telemetry::init_tracing(cfg.log.format, &cfg.log.level);
+    if cfg.profiles.is_empty() {
+        let mut p = Profile::with_defaults("iot", &args.domain);
+        p.approval = match args.approve {
+            Approve::Auto => ApprovalMode::Auto,
+            Approve::Manual => ApprovalMode::Manual,
+        };
+        cfg.profiles.push(p);
+        cfg.validate()?;
+    }
+    private_dir(&args.data_dir)?;
+    let (password, generated) = bootstrap_password(&args)?;
+    let creds =
+        ensure_dev_credentials(&tls_dir(&args.data_dir)).context("component credentials")?;
+    let (cert, key) = creds.pair(Role::Registrar);
+    let tls = read_tls(&creds.ca_pem, &cert, &key)?;
+    let store_cfg = cfg.store.resolve(&args.data_dir.join("ragw.db"))?;
+    let store = ragw_store::open(&store_cfg)
+        .await
+        .context("opening the store")?;
+    let metrics = MetricsRegistry::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Registrar and the shared ops endpoint.
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding the registrar to {}", args.grpc_addr))?;
+    let ops = TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint to {}", args.metrics_addr))?;
+    let (bound, registrar) = start_registrar(
+        &cfg,
+        store.clone(),
+        tls,
+        grpc,
+        ops,
+        metrics.clone(),
+        stop_rx.clone(),
+    )
+    .await?;
+    let grpc_url = format!("https://{}", bound.grpc);
+
+    // Built-in DNS for every parent domain: the CA validates dns-01 against it, the worker
+    // publishes into it in process, external ACME clients update it with its TSIG key.
+    let mut zones: Vec<String> = cfg
+        .profiles
+        .iter()
+        .flat_map(|p| p.parent_domains.clone())
+        .collect();
+    zones.sort();
+    zones.dedup();
+    let zone_refs: Vec<&str> = zones.iter().map(String::as_str).collect();
+    let dns_metrics = DnsMetrics::new();
+    dns_metrics.register(&metrics);
+    let dns = BuiltinDns::bind(
+        BuiltinDnsConfig::new(
+            args.dns_addr,
+            &zone_refs,
+            args.data_dir.join("dns").join("tsig.key"),
+        ),
+        dns_metrics,
+    )
+    .await
+    .context("starting the built-in DNS server")?;
+    let dns_task = tokio::spawn(dns.serve(wait_stop(stop_rx.clone())));
+
+    // Local ACME CA.
+    let ca_listener = TcpListener::bind(args.acme_addr)
+        .await
+        .with_context(|| format!("binding the local CA to {}", args.acme_addr))?;
+    let ca_cfg = match cfg.ca.clone() {
+        Some(c) => c,
+        None => CaConfig::new(args.data_dir.join("ca"), zones.clone(), dns.udp_addr()),
+    };
+    let ca = Arc::new(
+        Ca::open(ca_cfg, store.clone(), ca_listener.local_addr()?)
+            .await
+            .context("starting the local ACME CA")?,
+    );
+    let ca_task = tokio::spawn(serve_ca(
+        ca.clone(),
+        ca_listener,
+        wait_stop(stop_rx.clone()),
+    ));
+    let root_pem = args.data_dir.join("ca").join("root.pem");
+
+    // One worker, against the local CA unless the config names other upstreams.
+    let worker_task = if args.no_worker {
+        None
+    } else {
+        let mut worker_cfg = cfg.worker.clone().unwrap_or(WorkerConfig {
+            registrar: None,
+            ops_listen: None,
+            id: None,
+            concurrency: 8,
+            lease_seconds: 300,
+            poll_wait_ms: 10_000,
+            upstreams: Vec::new(),
+        });
+        if worker_cfg.upstreams.is_empty() {
+            worker_cfg.upstreams.push(UpstreamConfig {
+                profiles: Vec::new(),
+                directory_url: ca.directory_url(),
+                ca_trust: Some(root_pem.clone()),
+                contact: Vec::new(),
+                eab_kid: None,
+                eab_hmac_file: None,
+                account_file: args.data_dir.join("worker").join("account.json"),
+                preauthorize: true,
+                preauth_renew_before_hours: 24,
+            });
+        }
+        let (wcert, wkey) = creds.pair(Role::Worker);
+        let channel = registrar_channel(&grpc_url, &creds.ca_pem, &wcert, &wkey).await?;
+        let worker_metrics = WorkerMetrics::default();
+        worker_metrics.register(&metrics);
+        let worker = Worker::new(
+            worker_cfg.id.clone().unwrap_or_else(|| "dev".into()),
+            worker_cfg,
+            channel,
+            Arc::new(dns.clone()),
+            worker_metrics,
+        )?;
+        Some(tokio::spawn(worker.run(wait_stop(stop_rx.clone()))))
+    };
+
+    // EST gateway: one label per profile, its HTTPS certificate from the local CA, so the root
+    // from /cacerts also validates the server (trust on first use).
+    let chain_der: Vec<Vec<u8>> = ragw_acme_ca::ca::pem_certificates(&ca.chain_pem());
+    let mut labels = Vec::new();
+    for p in &cfg.profiles {
+        let mut label = LabelConfig::new(&p.name, &p.name);
+        label.cacerts = chain_der.clone();
+        let mut basic = BasicAuth::new(IdentityKind::SerialNumber);
+        basic.bootstrap = Some(Secret::from_plain(&password));
+        label.basic = Some(basic);
+        labels.push(label);
+    }
+    let est_config = EstConfig {
+        default_label: cfg.profiles.first().map(|p| p.name.clone()),
+        labels,
+        ..EstConfig::default()
+    };
+    let (gcert, gkey) = creds.pair(Role::Gateway);
+    let gateway_channel = registrar_channel(&grpc_url, &creds.ca_pem, &gcert, &gkey).await?;
+    let (server_chain, server_key) = ca
+        .issue_server_certificate()
+        .await
+        .context("issuing the EST server certificate")?;
+    let server_tls = ServerTls {
+        cert_chain_pem: server_chain
+            .iter()
+            .map(|c| ragw_acme_ca::ca::pem_encode("CERTIFICATE", c))
+            .collect::<String>()
+            .into_bytes(),
+        key_pem: ragw_acme_ca::ca::pem_encode("PRIVATE KEY", &server_key).into_bytes(),
+    };
+    let est_listener = TcpListener::bind(args.est_addr)
+        .await
+        .with_context(|| format!("binding the EST gateway to {}", args.est_addr))?;
+    let est_addr = est_listener.local_addr()?;
+    let est = EstServer::new(est_config, gateway_channel)?.with_metrics(&metrics);
+    let est_task = tokio::spawn(est.serve(est_listener, server_tls, wait_stop(stop_rx.clone())));
+
+    let endpoints = json!({
+        "est": format!("https://{est_addr}"),
+        "acme_directory": ca.directory_url(),
+        "dns": dns.udp_addr().to_string(),
+        "grpc": grpc_url,
+        "metrics": format!("http://{}/metrics", bound.ops),
+    });
+    let text = serde_json::to_string_pretty(&endpoints)?;
+    std::fs::write(endpoints_file(&args.data_dir), format!("{text}\n"))
+        .context("writing endpoints.json")?;
+    let dir = args.data_dir.display();
+    println!("ragw dev is running (data in {dir})");
+    println!("  EST             https://{est_addr}/.well-known/est/");
+    println!("  ACME directory  {}", ca.directory_url());
+    println!("  DNS (TSIG key {dir}/dns/tsig.key)  {}", dns.udp_addr());
+    println!("  registrar gRPC  {grpc_url}");
+    println!("  metrics         http://{}/metrics", bound.ops);
+    println!("  root CA         {}", root_pem.display());
+    for p in &cfg.profiles {
+        println!(
+            "  profile {:<8} EST label /.well-known/est/{}/, devices under {} (approval {:?})",
+            p.name,
+            p.name,
+            p.primary_parent_domain(),
+            p.approval
+        );
+    }
+    if generated {
+        println!(
+            "  bootstrap password (shown once, also in {dir}/dev-password): {password}\n  e.g. curl --user {}:<password> …",
+            args.dev_user
+        );
+    } else {
+        println!("  bootstrap password: in {dir}/dev-password (or as given)");
+    }
+    println!("  admin / audit   ragw admin --data-dir {dir} …, ragw audit --data-dir {dir} …");
+
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    if let Some(t) = worker_task {
+        let _ = t.await;
+    }
+    let _ = est_task.await;
+    let _ = ca_task.await;
+    let _ = dns_task.await;
+    registrar.await.context("registrar")?
+}

@@ -1,0 +1,414 @@
+//! EnrollmentService: what gateways call on behalf of an authenticated device.
+
+use std::time::{Duration, Instant};
+
+use ragw_domain::{DeviceIdentity, Profile, Protocol};
+use ragw_pki::{CsrError, MAX_CSR_DER_LEN, ParsedCsr, check_csr, parse_csr};
+use ragw_proto::registrar::v1 as pb;
+use ragw_runtime::identity::Role;
+use ragw_store::NewEnrollment;
+use serde_json::json;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::Registrar;
+use crate::auth::{Caller, store_status};
+use crate::convert::{enrollment_to_pb, identity_from_pb, protocol_from_pb};
+
+const MAX_PROFILE_NAME: usize = 64;
+const MAX_ID_LEN: usize = 64;
+const MAX_CERT_DER_LEN: usize = 16 * 1024;
+
+/// Poll interval of waits, so changes made by another registrar replica are seen.
+const POLL: Duration = Duration::from_millis(250);
+
+impl Registrar {
+    fn profile(&self, name: &str) -> Result<&Profile, String> {
+        if name.len() > MAX_PROFILE_NAME {
+            return Err(format!(
+                "profile name is {} bytes; at most {MAX_PROFILE_NAME} are allowed",
+                name.len()
+            ));
+        }
+        if name.is_empty() {
+            return Err("profile is required".into());
+        }
+        self.profiles
+            .get(name)
+            .ok_or_else(|| format!("unknown profile {name:?}"))
+    }
+
+    /// A refused CSR: the status carries the class and TEAP code so a gateway can answer in
+    /// its own protocol (EST 400 + CMC failInfo, TEAP Error TLV).
+    fn csr_status(e: &CsrError, expected: &[String]) -> Status {
+        let mut status = Status::invalid_argument(format!("csr_der: {e}"));
+        let md = status.metadata_mut();
+        md.insert(
+            "ragw-error-class",
+            MetadataValue::from_static(e.class().as_str()),
+        );
+        if let Ok(v) = MetadataValue::try_from(e.teap_error_code().to_string()) {
+            md.insert("ragw-teap-error", v);
+        }
+        if let Ok(v) = MetadataValue::try_from(expected.join(",")) {
+            md.insert("ragw-expected-names", v);
+        }
+        status
+    }
+
+    /// The certificate a re-enrolling device authenticated with must be one ragw issued to that
+    /// same device, and not revoked.
+    async fn check_current_certificate(
+        &self,
+        device: &DeviceIdentity,
+        der: &[u8],
+    ) -> Result<(), String> {
+        if der.len() > MAX_CERT_DER_LEN {
+            return Err(format!(
+                "current_certificate_der is {} bytes; at most {MAX_CERT_DER_LEN} are allowed",
+                der.len()
+            ));
+        }
+        let serial = crate::worker::certificate_facts(der)
+            .map_err(|e| format!("current_certificate_der: {e}"))?
+            .serial_hex;
+        let record = self
+            .store
+            .get_certificate(&serial)
+            .await
+            .map_err(|e| format!("looking up the current certificate: {e}"))?
+            .ok_or_else(|| {
+                format!("the current certificate (serial {serial}) was not issued by ragw")
+            })?;
+        if &record.device != device {
+            return Err(format!(
+                "the current certificate (serial {serial}) belongs to another device"
+            ));
+        }
+        if record.revoked {
+            return Err(format!(
+                "the current certificate (serial {serial}) is revoked"
+            ));
+        }
+        if record.chain.first().map(Vec::as_slice) != Some(der) {
+            return Err(format!(
+                "the current certificate does not match the one ragw issued with serial {serial}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The device a ragw-issued certificate belongs to; the full check (same DER, not revoked)
+    /// follows in [`check_current_certificate`](Self::check_current_certificate).
+    async fn device_for_certificate(&self, der: &[u8]) -> Result<DeviceIdentity, String> {
+        if der.len() > MAX_CERT_DER_LEN {
+            return Err(format!(
+                "current_certificate_der is {} bytes; at most {MAX_CERT_DER_LEN} are allowed",
+                der.len()
+            ));
+        }
+        let serial = crate::worker::certificate_facts(der)
+            .map_err(|e| format!("current_certificate_der: {e}"))?
+            .serial_hex;
+        let record = self
+            .store
+            .get_certificate(&serial)
+            .await
+            .map_err(|e| format!("looking up the current certificate: {e}"))?
+            .ok_or_else(|| {
+                format!("the current certificate (serial {serial}) was not issued by ragw")
+            })?;
+        Ok(record.device)
+    }
+
+    async fn enroll_inner(
+        &self,
+        caller: &Caller,
+        req: pb::EnrollRequest,
+    ) -> Result<pb::EnrollResponse, Status> {
+        let refuse = |status: Status| async move {
+            self.refuse(&caller.actor(), "Enroll", status, "").await
+        };
+
+        // A re-enrolling device may be known only by the certificate ragw issued to it (the
+        // gateway cannot map an opaque name back to a device), so the certificate names it.
+        let device = if req.device.is_none() && !req.current_certificate_der.is_empty() {
+            match self
+                .device_for_certificate(&req.current_certificate_der)
+                .await
+            {
+                Ok(d) => d,
+                Err(m) => return Err(refuse(Status::permission_denied(m)).await),
+            }
+        } else {
+            match identity_from_pb("device", req.device.as_ref()) {
+                Ok(d) => d,
+                Err(m) => return Err(refuse(Status::invalid_argument(m)).await),
+            }
+        };
+        let device_key = device.key();
+        let refuse_for = |status: Status| {
+            let key = device_key.clone();
+            async move { self.refuse(&caller.actor(), "Enroll", status, &key).await }
+        };
+        let protocol = match protocol_from_pb(req.protocol) {
+            Ok(Protocol::Admin) => {
+                return Err(refuse_for(Status::invalid_argument(
+                    "protocol admin is not a device protocol",
+                ))
+                .await);
+            }
+            Ok(p) => p,
+            Err(m) => return Err(refuse_for(Status::invalid_argument(m)).await),
+        };
+        let profile = match self.profile(&req.profile) {
+            Ok(p) => p.clone(),
+            Err(m) => return Err(refuse_for(Status::invalid_argument(m)).await),
+        };
+        if req.csr_der.is_empty() {
+            return Err(refuse_for(Status::invalid_argument("csr_der is empty")).await);
+        }
+        if req.csr_der.len() > MAX_CSR_DER_LEN {
+            return Err(refuse_for(Status::invalid_argument(format!(
+                "csr_der is {} bytes; at most {MAX_CSR_DER_LEN} are allowed",
+                req.csr_der.len()
+            )))
+            .await);
+        }
+        let csr: ParsedCsr = match parse_csr(&req.csr_der) {
+            Ok(c) => c,
+            Err(e) => return Err(refuse_for(Self::csr_status(&e, &[])).await),
+        };
+        if !req.current_certificate_der.is_empty()
+            && let Err(m) = self
+                .check_current_certificate(&device, &req.current_certificate_der)
+                .await
+        {
+            return Err(refuse_for(Status::permission_denied(m)).await);
+        }
+        let assignment = self
+            .store
+            .assign_label(
+                &device,
+                &profile.name,
+                profile.primary_parent_domain(),
+                &caller.actor(),
+            )
+            .await
+            .map_err(store_status)?;
+        let names = profile.names_for(&assignment.label, &assignment.parent_domain);
+        if let Err(e) = check_csr(&csr, &profile, &names) {
+            return Err(refuse_for(Self::csr_status(&e, &names.required)).await);
+        }
+        let mut all_names = csr.dns_names.clone();
+        all_names.extend(csr.ip_addresses.iter().map(|ip| ip.to_string()));
+        let new = NewEnrollment {
+            id: uuid_v4(),
+            device: device.clone(),
+            profile: profile.name.clone(),
+            approval: profile.approval,
+            label: assignment.label.clone(),
+            parent_domain: assignment.parent_domain.clone(),
+            names: all_names,
+            protocol,
+            csr_der: csr.der.clone(),
+            csr_sha256: csr.sha256_hex(),
+            actor: caller.actor(),
+            details: json!({
+                "key": csr.key.to_string(),
+                "signature_algorithm": csr.signature_algorithm,
+                "reenrollment": !req.current_certificate_der.is_empty(),
+            }),
+        };
+        let (record, existing) = self
+            .store
+            .create_enrollment(new)
+            .await
+            .map_err(store_status)?;
+        if !existing {
+            self.metrics.enrollments_created.inc();
+            self.notify_change();
+        }
+        Ok(pb::EnrollResponse {
+            enrollment: Some(enrollment_to_pb(&record)),
+            existing,
+        })
+    }
+}
+
+fn uuid_v4() -> String {
+    let b: [u8; 16] = rand::random();
+    let mut b = b;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    if id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(Status::invalid_argument(format!(
+            "{field} is not an enrollment id"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl pb::enrollment_service_server::EnrollmentService for Registrar {
+    async fn get_assignment(
+        &self,
+        request: Request<pb::GetAssignmentRequest>,
+    ) -> Result<Response<pb::Assignment>, Status> {
+        let caller = self
+            .authorize(&request, "GetAssignment", &[Role::Gateway])
+            .await?;
+        let req = request.into_inner();
+        let device = match identity_from_pb("device", req.device.as_ref()) {
+            Ok(d) => d,
+            Err(m) => {
+                return Err(self
+                    .refuse(
+                        &caller.actor(),
+                        "GetAssignment",
+                        Status::invalid_argument(m),
+                        "",
+                    )
+                    .await);
+            }
+        };
+        let profile = match self.profile(&req.profile) {
+            Ok(p) => p.clone(),
+            Err(m) => {
+                return Err(self
+                    .refuse(
+                        &caller.actor(),
+                        "GetAssignment",
+                        Status::invalid_argument(m),
+                        &device.key(),
+                    )
+                    .await);
+            }
+        };
+        let a = self
+            .store
+            .assign_label(
+                &device,
+                &profile.name,
+                profile.primary_parent_domain(),
+                &caller.actor(),
+            )
+            .await
+            .map_err(store_status)?;
+        let names = profile.names_for(&a.label, &a.parent_domain);
+        self.metrics.rpc("GetAssignment", "ok");
+        Ok(Response::new(pb::Assignment {
+            label: a.label,
+            parent_domain: a.parent_domain,
+            names: names.required,
+            allowed_keys: profile.allowed_keys.iter().map(|k| k.to_string()).collect(),
+            profile: profile.name.clone(),
+        }))
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let caller = self.authorize(&request, "Enroll", &[Role::Gateway]).await?;
+        let out = self.enroll_inner(&caller, request.into_inner()).await?;
+        self.metrics
+            .rpc("Enroll", if out.existing { "existing" } else { "ok" });
+        Ok(Response::new(out))
+    }
+
+    async fn get_enrollment(
+        &self,
+        request: Request<pb::GetEnrollmentRequest>,
+    ) -> Result<Response<pb::Enrollment>, Status> {
+        let caller = self
+            .authorize(&request, "GetEnrollment", &[Role::Gateway, Role::Admin])
+            .await?;
+        let req = request.into_inner();
+        if let Err(s) = check_id("id", &req.id) {
+            return Err(self.refuse(&caller.actor(), "GetEnrollment", s, "").await);
+        }
+        let e = self
+            .store
+            .get_enrollment(&req.id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("enrollment {} not found", req.id)))?;
+        self.metrics.rpc("GetEnrollment", "ok");
+        Ok(Response::new(enrollment_to_pb(&e)))
+    }
+
+    async fn record_refusal(
+        &self,
+        request: Request<pb::RecordRefusalRequest>,
+    ) -> Result<Response<pb::RecordRefusalResponse>, Status> {
+        let caller = self
+            .authorize(&request, "RecordRefusal", &[Role::Gateway])
+            .await?;
+        let req = request.into_inner();
+        let clip = |s: &str, n: usize| -> String {
+            s.chars().filter(|c| !c.is_control()).take(n).collect()
+        };
+        let protocol = protocol_from_pb(req.protocol)
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let draft =
+            ragw_domain::AuditDraft::new(caller.actor(), "gateway.refused").details(json!({
+                "protocol": protocol,
+                "label": clip(&req.label, 64),
+                "claimed_identity": clip(&req.claimed_identity, 128),
+                "client_address": clip(&req.client_address, 64),
+                "status": req.status,
+                "reason": clip(&req.reason, 512),
+                "operation": clip(&req.operation, 32),
+            }));
+        self.store.append_audit(draft).await.map_err(store_status)?;
+        self.metrics.rpc("RecordRefusal", "ok");
+        Ok(Response::new(pb::RecordRefusalResponse {}))
+    }
+
+    async fn wait_enrollment(
+        &self,
+        request: Request<pb::WaitEnrollmentRequest>,
+    ) -> Result<Response<pb::Enrollment>, Status> {
+        let caller = self
+            .authorize(&request, "WaitEnrollment", &[Role::Gateway, Role::Admin])
+            .await?;
+        let req = request.into_inner();
+        if let Err(s) = check_id("id", &req.id) {
+            return Err(self.refuse(&caller.actor(), "WaitEnrollment", s, "").await);
+        }
+        let wait = Duration::from_millis(u64::from(req.timeout_millis)).min(self.settings.max_wait);
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            let e = self
+                .store
+                .get_enrollment(&req.id)
+                .await
+                .map_err(store_status)?
+                .ok_or_else(|| Status::not_found(format!("enrollment {} not found", req.id)))?;
+            let now = Instant::now();
+            if e.state.is_terminal() || now >= deadline {
+                self.metrics.rpc("WaitEnrollment", "ok");
+                return Ok(Response::new(enrollment_to_pb(&e)));
+            }
+            let _ = tokio::time::timeout((deadline - now).min(POLL), notified).await;
+        }
+    }
+}

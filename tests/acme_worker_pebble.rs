@@ -1,0 +1,206 @@
+//! The per-name dns-01 path against a CA without newAuthz: Pebble as the upstream CA, BIND with
+//! a TSIG key as the RFC 2136 target, `ragw run --target worker` as a separate process, and 50
+//! device enrollments end to end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod peers;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Dev, WorkerProcess, csr_for, mac, metric};
+use ragw_proto::registrar::v1 as pb;
+use ragw_proto::registrar::v1::enrollment_service_client::EnrollmentServiceClient;
+use ragw_runtime::identity::Role;
+
+const DOMAIN: &str = "devices.ragw.test";
+const DEVICES: u32 = 50;
+
+fn worker_config(
+    dir: &std::path::Path,
+    dev: &Dev,
+    upstream: &str,
+    dns: &str,
+) -> std::path::PathBuf {
+    let tls = dev.dir.join("tls");
+    let path = dir.join("worker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[tls]
+ca = "{tls}/ca.pem"
+cert = "{tls}/worker.pem"
+key = "{tls}/worker.key"
+
+[worker]
+registrar = "{grpc}"
+ops_listen = "127.0.0.1:0"
+concurrency = 8
+lease_seconds = 60
+poll_wait_ms = 1000
+
+{upstream}
+
+{dns}
+"#,
+            tls = tls.display(),
+            grpc = dev.grpc,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_enrollments_through_pebble_and_bind() {
+    let temp = tempfile::tempdir().unwrap();
+    let Some(bind) = peers::Bind::start(&temp.path().join("bind"), DOMAIN) else {
+        return;
+    };
+    let Some(pebble) = peers::Pebble::start(&temp.path().join("pebble"), bind.port) else {
+        return;
+    };
+    let Some(curl) = peers::find_program("curl", "curl") else {
+        return;
+    };
+    let dev = Dev::start(&["--no-worker", "--domain", DOMAIN]);
+    let upstream = format!(
+        "[[worker.upstreams]]\ndirectory_url = \"{}\"\nca_trust = \"{}\"\naccount_file = \"{}\"\n",
+        pebble.directory,
+        pebble.tls_ca.display(),
+        temp.path().join("account.json").display()
+    );
+    let dns = format!(
+        "[dns]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nzone = \"{DOMAIN}\"\nkey_file = \"{}\"\n",
+        bind.port,
+        bind.key_file.display()
+    );
+    let config = worker_config(temp.path(), &dev, &upstream, &dns);
+    let worker = WorkerProcess::start(&config);
+
+    let mut gw = EnrollmentServiceClient::new(dev.channel(Role::Gateway).await);
+    let mut pending = Vec::new();
+    for i in 0..DEVICES {
+        let a = gw
+            .get_assignment(pb::GetAssignmentRequest {
+                device: Some(mac(i)),
+                profile: "iot".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let (_, csr) = csr_for(&a.names);
+        let e = gw
+            .enroll(pb::EnrollRequest {
+                csr_der: csr,
+                device: Some(mac(i)),
+                protocol: pb::Protocol::Est as i32,
+                profile: "iot".into(),
+                current_certificate_der: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .enrollment
+            .unwrap();
+        pending.push((a.names[0].clone(), e.id));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut issued = Vec::new();
+    for (name, id) in &pending {
+        loop {
+            let e = gw
+                .wait_enrollment(pb::WaitEnrollmentRequest {
+                    id: id.clone(),
+                    timeout_millis: 10_000,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if e.state == pb::EnrollmentState::Issued as i32 {
+                issued.push((name.clone(), e.certificate_chain));
+                break;
+            }
+            assert_ne!(
+                e.state,
+                pb::EnrollmentState::Failed as i32,
+                "{name}: {}",
+                e.failure_detail
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{name} not issued in time: state {}",
+                e.state
+            );
+        }
+    }
+    assert_eq!(issued.len(), DEVICES as usize);
+
+    // Every chain verifies against Pebble's root and certifies exactly the device's name.
+    let root = temp.path().join("pebble-root.pem");
+    let out = Command::new(curl)
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&pebble.tls_ca)
+        .arg(format!("{}/roots/0", pebble.management))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&root, &out.stdout).unwrap();
+    for (n, (name, chain)) in issued.iter().enumerate() {
+        let leaf = temp.path().join(format!("leaf-{n}.pem"));
+        let inter = temp.path().join(format!("inter-{n}.pem"));
+        std::fs::write(&leaf, common::pem_cert(&chain[0])).unwrap();
+        std::fs::write(
+            &inter,
+            chain[1..]
+                .iter()
+                .map(|c| common::pem_cert(c))
+                .collect::<String>(),
+        )
+        .unwrap();
+        let (ok, text) = peers::openssl_verify(&root, Some(&inter), &leaf);
+        assert!(ok, "{name}: {text}");
+        let text = Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(&leaf)
+            .output()
+            .unwrap();
+        let san = String::from_utf8_lossy(&text.stdout).to_string();
+        assert!(san.contains(&format!("DNS:{name}")), "{san}");
+    }
+
+    // One certificate per job, every challenge record added and removed again.
+    let (_, body) = common::http_get(&worker.metrics);
+    assert_eq!(
+        metric(&body, "ragw_acme_certificates_issued_total"),
+        f64::from(DEVICES),
+        "{body}"
+    );
+    let adds = metric(
+        &body,
+        "ragw_dns_updates_total{provider=\"rfc2136\",operation=\"add\",outcome=\"ok\"}",
+    );
+    let removes = metric(
+        &body,
+        "ragw_dns_updates_total{provider=\"rfc2136\",operation=\"remove\",outcome=\"ok\"}",
+    );
+    assert!(adds >= f64::from(DEVICES), "{body}");
+    assert_eq!(adds, removes, "every TXT record removed: {body}");
+    if let Some(dig) = peers::find_program("dig", "bind9-dnsutils") {
+        let out = Command::new(dig)
+            .args(["+short", "-p", &bind.port.to_string(), "@127.0.0.1", "TXT"])
+            .arg(format!("_acme-challenge.{}", issued[0].0))
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+            "challenge record left behind"
+        );
+    }
+}
