@@ -20,11 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Dev, WorkerProcess, csr_for, mac, metric};
-use ragw_proto::registrar::v1 as pb;
+use common::{Dev, WorkerProcess, enroll, metric, wait_issued};
 use ragw_proto::registrar::v1::enrollment_service_client::EnrollmentServiceClient;
 use ragw_runtime::identity::Role;
-use tonic::transport::Channel;
 
 const DOMAIN: &str = "devices.ragw.test";
 
@@ -72,79 +70,6 @@ key_file = "{key}"
     )
     .unwrap();
     path
-}
-
-/// Asks for each device's name and enrolls it with a fresh CSR; returns (name, enrollment id).
-async fn enroll(
-    gw: &mut EnrollmentServiceClient<Channel>,
-    devices: std::ops::Range<u32>,
-) -> Vec<(String, String)> {
-    let mut pending = Vec::new();
-    for i in devices {
-        let a = gw
-            .get_assignment(pb::GetAssignmentRequest {
-                device: Some(mac(i)),
-                profile: "iot".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(a.names.len(), 1, "{:?}", a.names);
-        let (_, csr) = csr_for(&a.names);
-        let e = gw
-            .enroll(pb::EnrollRequest {
-                csr_der: csr,
-                device: Some(mac(i)),
-                protocol: pb::Protocol::Est as i32,
-                profile: "iot".into(),
-                current_certificate_der: Vec::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .enrollment
-            .unwrap();
-        pending.push((a.names[0].clone(), e.id));
-    }
-    pending
-}
-
-/// Waits (bounded) until every enrollment is issued; returns (name, chain) in order.
-async fn wait_issued(
-    gw: &mut EnrollmentServiceClient<Channel>,
-    pending: &[(String, String)],
-    within: Duration,
-) -> Vec<(String, Vec<Vec<u8>>)> {
-    let deadline = Instant::now() + within;
-    let mut issued = Vec::new();
-    for (name, id) in pending {
-        loop {
-            let e = gw
-                .wait_enrollment(pb::WaitEnrollmentRequest {
-                    id: id.clone(),
-                    timeout_millis: 10_000,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if e.state == pb::EnrollmentState::Issued as i32 {
-                issued.push((name.clone(), e.certificate_chain));
-                break;
-            }
-            assert_ne!(
-                e.state,
-                pb::EnrollmentState::Failed as i32,
-                "{name}: {}",
-                e.failure_detail
-            );
-            assert!(
-                Instant::now() < deadline,
-                "{name} not issued in time: state {}",
-                e.state
-            );
-        }
-    }
-    issued
 }
 
 /// The subjectAltName entries of a certificate, DNS names as `DNS:name`.

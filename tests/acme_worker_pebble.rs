@@ -8,10 +8,9 @@ mod common;
 mod peers;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Dev, WorkerProcess, csr_for, mac, metric};
-use ragw_proto::registrar::v1 as pb;
+use common::{Dev, WorkerProcess, enroll, metric, wait_issued};
 use ragw_proto::registrar::v1::enrollment_service_client::EnrollmentServiceClient;
 use ragw_runtime::identity::Role;
 
@@ -81,61 +80,8 @@ async fn fifty_enrollments_through_pebble_and_bind() {
     let worker = WorkerProcess::start(&config);
 
     let mut gw = EnrollmentServiceClient::new(dev.channel(Role::Gateway).await);
-    let mut pending = Vec::new();
-    for i in 0..DEVICES {
-        let a = gw
-            .get_assignment(pb::GetAssignmentRequest {
-                device: Some(mac(i)),
-                profile: "iot".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let (_, csr) = csr_for(&a.names);
-        let e = gw
-            .enroll(pb::EnrollRequest {
-                csr_der: csr,
-                device: Some(mac(i)),
-                protocol: pb::Protocol::Est as i32,
-                profile: "iot".into(),
-                current_certificate_der: Vec::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .enrollment
-            .unwrap();
-        pending.push((a.names[0].clone(), e.id));
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut issued = Vec::new();
-    for (name, id) in &pending {
-        loop {
-            let e = gw
-                .wait_enrollment(pb::WaitEnrollmentRequest {
-                    id: id.clone(),
-                    timeout_millis: 10_000,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if e.state == pb::EnrollmentState::Issued as i32 {
-                issued.push((name.clone(), e.certificate_chain));
-                break;
-            }
-            assert_ne!(
-                e.state,
-                pb::EnrollmentState::Failed as i32,
-                "{name}: {}",
-                e.failure_detail
-            );
-            assert!(
-                Instant::now() < deadline,
-                "{name} not issued in time: state {}",
-                e.state
-            );
-        }
-    }
+    let pending = enroll(&mut gw, 0..DEVICES).await;
+    let issued = wait_issued(&mut gw, &pending, Duration::from_secs(600)).await;
     assert_eq!(issued.len(), DEVICES as usize);
 
     // Every chain verifies against Pebble's root and certifies exactly the device's name.

@@ -293,3 +293,76 @@ pub fn pem_cert(der: &[u8]) -> String {
         .collect();
     format!("-----BEGIN CERTIFICATE-----\n{lines}-----END CERTIFICATE-----\n")
 }
+
+/// Asks for each device's name and enrolls it with a fresh CSR; returns (name, enrollment id).
+pub async fn enroll(
+    gw: &mut pb::enrollment_service_client::EnrollmentServiceClient<Channel>,
+    devices: std::ops::Range<u32>,
+) -> Vec<(String, String)> {
+    let mut pending = Vec::new();
+    for i in devices {
+        let a = gw
+            .get_assignment(pb::GetAssignmentRequest {
+                device: Some(mac(i)),
+                profile: "iot".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(a.names.len(), 1, "{:?}", a.names);
+        let (_, csr) = csr_for(&a.names);
+        let e = gw
+            .enroll(pb::EnrollRequest {
+                csr_der: csr,
+                device: Some(mac(i)),
+                protocol: pb::Protocol::Est as i32,
+                profile: "iot".into(),
+                current_certificate_der: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .enrollment
+            .unwrap();
+        pending.push((a.names[0].clone(), e.id));
+    }
+    pending
+}
+
+/// Waits (bounded) until every enrollment is issued; returns (name, chain) in order.
+pub async fn wait_issued(
+    gw: &mut pb::enrollment_service_client::EnrollmentServiceClient<Channel>,
+    pending: &[(String, String)],
+    within: Duration,
+) -> Vec<(String, Vec<Vec<u8>>)> {
+    let deadline = Instant::now() + within;
+    let mut issued = Vec::new();
+    for (name, id) in pending {
+        loop {
+            let e = gw
+                .wait_enrollment(pb::WaitEnrollmentRequest {
+                    id: id.clone(),
+                    timeout_millis: 10_000,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if e.state == pb::EnrollmentState::Issued as i32 {
+                issued.push((name.clone(), e.certificate_chain));
+                break;
+            }
+            assert_ne!(
+                e.state,
+                pb::EnrollmentState::Failed as i32,
+                "{name}: {}",
+                e.failure_detail
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{name} not issued in time: state {}",
+                e.state
+            );
+        }
+    }
+    issued
+}

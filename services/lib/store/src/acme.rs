@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use crate::acme_logic as logic;
-use crate::logic::Tx;
+use crate::logic::{Begin, Tx};
 use crate::sql::Backend;
-use crate::{Page, Result, SqlStore, StoreError};
+use crate::{Page, Result, SqlStore};
 
 macro_rules! status_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -383,83 +383,27 @@ pub fn account_actor(account_id: &str) -> String {
     format!("acme-account:{account_id}")
 }
 
-/// How an ACME write transaction treats the audit chain.
-#[derive(Clone, Copy)]
-enum Mode {
-    /// No audit event: the audit head is never taken (used nonces, secrets, claiming an order).
-    Unaudited,
-    /// One audit event, appended after every other write: the head is taken at the append.
-    AuditLast,
-}
-
 impl<B: Backend> SqlStore<B> {
-    /// Like `run(true, …)`, but without holding the audit head for the whole transaction, so
-    /// the CA's writes do not queue behind each other on the one chain lock (see
-    /// `Tx::begin_audit_last`).
-    async fn run_acme<A, R, F>(&self, mode: Mode, args: A, f: F) -> Result<R>
-    where
-        A: Send + Sync + 'static,
-        R: Send + 'static,
-        F: for<'a> Fn(&'a mut Tx<B::C>, &'a A) -> BoxFuture<'a, Result<R>> + Send + Sync + 'static,
-    {
-        let backend = self.backend.clone();
-        let task = tokio::spawn(async move {
-            let mut last = StoreError::Retry("no attempt made".into());
-            for attempt in 0..8usize {
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(5 << attempt.min(6))).await;
-                }
-                let conn = backend.acquire().await?;
-                let begun = match mode {
-                    Mode::Unaudited => Tx::begin_unaudited(conn).await,
-                    Mode::AuditLast => Tx::begin_audit_last(conn).await,
-                };
-                let mut tx = match begun {
-                    Ok(tx) => tx,
-                    Err(StoreError::Retry(m)) => {
-                        last = StoreError::Retry(m);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                match f(&mut tx, &args).await {
-                    Ok(r) => match tx.commit().await {
-                        Ok(()) => return Ok(r),
-                        Err(StoreError::Retry(m)) => last = StoreError::Retry(m),
-                        Err(e) => return Err(e),
-                    },
-                    Err(StoreError::Retry(m)) => {
-                        tx.rollback().await;
-                        last = StoreError::Retry(m);
-                    }
-                    Err(e) => {
-                        tx.rollback().await;
-                        return Err(e);
-                    }
-                }
-            }
-            Err(last)
-        });
-        task.await
-            .map_err(|e| StoreError::Backend(format!("store task ended abnormally: {e}")))?
-    }
-
+    /// A write without an audit event that never takes the audit head (used nonces, secrets,
+    /// claiming an order).
     async fn run_unaudited<A, R, F>(&self, args: A, f: F) -> Result<R>
     where
         A: Send + Sync + 'static,
         R: Send + 'static,
         F: for<'a> Fn(&'a mut Tx<B::C>, &'a A) -> BoxFuture<'a, Result<R>> + Send + Sync + 'static,
     {
-        self.run_acme(Mode::Unaudited, args, f).await
+        self.run_as(Begin::WriteUnaudited, args, f).await
     }
 
+    /// A write whose one audit event is appended after its other writes, so the audit head is
+    /// held only for the append and the commit.
     async fn run_audited<A, R, F>(&self, args: A, f: F) -> Result<R>
     where
         A: Send + Sync + 'static,
         R: Send + 'static,
         F: for<'a> Fn(&'a mut Tx<B::C>, &'a A) -> BoxFuture<'a, Result<R>> + Send + Sync + 'static,
     {
-        self.run_acme(Mode::AuditLast, args, f).await
+        self.run_as(Begin::WriteAuditLast, args, f).await
     }
 }
 

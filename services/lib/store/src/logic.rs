@@ -32,7 +32,29 @@ pub(crate) fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// How a transaction is opened, and how it takes the audit head.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Begin {
+    /// A read-only snapshot.
+    Read,
+    /// A write that takes the audit head at BEGIN (see [`Tx::begin`]).
+    Write,
+    /// A write that takes the audit head at its first append (see [`Tx::begin_audit_last`]).
+    WriteAuditLast,
+    /// A write that appends no audit event (see [`Tx::begin_unaudited`]).
+    WriteUnaudited,
+}
+
 impl<C: Conn> Tx<C> {
+    pub async fn open(c: C, begin: Begin) -> Result<Self> {
+        match begin {
+            Begin::Read => Self::begin(c, false).await,
+            Begin::Write => Self::begin(c, true).await,
+            Begin::WriteAuditLast => Self::begin_audit_last(c).await,
+            Begin::WriteUnaudited => Self::begin_unaudited(c).await,
+        }
+    }
+
     /// Write transactions lock the audit head first: every writer appends to the one chain, so
     /// taking that lock up front orders writers and rules out lock-order deadlocks.
     pub async fn begin(mut c: C, write: bool) -> Result<Self> {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use ragw_domain::{AuditDraft, AuditEvent, DeviceIdentity};
 
-use crate::logic::{self, Tx};
+use crate::logic::{self, Begin, Tx};
 use crate::sql::Backend;
 use crate::{
     AuditFilter, CertificateRecord, DeviceRecord, EnrollmentFilter, EnrollmentRecord, FailOutcome,
@@ -34,6 +34,18 @@ impl<B: Backend> SqlStore<B> {
         R: Send + 'static,
         F: for<'a> Fn(&'a mut Tx<B::C>, &'a A) -> BoxFuture<'a, Result<R>> + Send + Sync + 'static,
     {
+        let begin = if write { Begin::Write } else { Begin::Read };
+        self.run_as(begin, args, f).await
+    }
+
+    /// Runs `f` in one transaction opened as `begin`, retrying the whole transaction when the
+    /// backend reports a serialization failure or a busy database.
+    pub(crate) async fn run_as<A, R, F>(&self, begin: Begin, args: A, f: F) -> Result<R>
+    where
+        A: Send + Sync + 'static,
+        R: Send + 'static,
+        F: for<'a> Fn(&'a mut Tx<B::C>, &'a A) -> BoxFuture<'a, Result<R>> + Send + Sync + 'static,
+    {
         let backend = self.backend.clone();
         let task = tokio::spawn(async move {
             let mut last = StoreError::Retry("no attempt made".into());
@@ -42,7 +54,7 @@ impl<B: Backend> SqlStore<B> {
                     tokio::time::sleep(std::time::Duration::from_millis(5 << attempt.min(6))).await;
                 }
                 let conn = backend.acquire().await?;
-                let mut tx = match Tx::begin(conn, write).await {
+                let mut tx = match Tx::open(conn, begin).await {
                     Ok(tx) => tx,
                     Err(StoreError::Retry(m)) => {
                         last = StoreError::Retry(m);
