@@ -41,6 +41,8 @@ key = "{tls}/worker.key"
 
 [worker]
 registrar = "{grpc}"
+# The dev registrar certificate names localhost (and 127.0.0.1).
+registrar_tls_name = "localhost"
 ops_listen = "127.0.0.1:0"
 id = "{id}"
 concurrency = {concurrency}

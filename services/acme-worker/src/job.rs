@@ -40,6 +40,9 @@ fn default_poll_ms() -> u32 {
 pub struct WorkerConfig {
     /// The registrar's gRPC URL (`ragw run --target worker`; `ragw dev` fills it in).
     pub registrar: Option<String>,
+    /// The name the registrar's TLS certificate is checked against (default: the host of
+    /// `registrar`).
+    pub registrar_tls_name: Option<String>,
     /// Where /healthz, /readyz and /metrics are served (default 127.0.0.1:9465).
     pub ops_listen: Option<std::net::SocketAddr>,
     /// Distinguishes this worker in leases and audit events (defaults to the host name).

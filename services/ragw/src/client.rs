@@ -76,6 +76,34 @@ pub async fn connect(args: &ConnectArgs, role: Role) -> Result<Channel> {
     Ok(channel)
 }
 
+/// A lazily connected channel for the long-running components, so a gateway or worker starts
+/// (and keeps retrying) while the registrar is still coming up. `tls_name` is the name the
+/// registrar's certificate must carry; `None` takes the URL's host.
+pub fn registrar_channel(
+    url: &str,
+    tls_name: Option<&str>,
+    tls: &crate::config::TlsSection,
+) -> Result<Channel> {
+    let mut client_tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read_file(&tls.ca)?))
+        .identity(Identity::from_pem(
+            read_file(&tls.cert)?,
+            read_file(&tls.key)?,
+        ));
+    if let Some(name) = tls_name {
+        client_tls = client_tls.domain_name(name.to_string());
+    }
+    Ok(Channel::from_shared(url.to_string())
+        .with_context(|| format!("registrar URL {url:?} is not a URL"))?
+        .tls_config(client_tls)
+        .context("registrar TLS configuration")?
+        .connect_lazy())
+}
+
+fn read_file(p: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
 /// A gRPC error as an operator should read it.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", s.message(), s.code())

@@ -22,7 +22,6 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::serve::{read_tls, shutdown_signal, start_registrar, wait_stop};
-use crate::worker_cmd::registrar_channel;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Approve {
@@ -213,6 +212,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     } else {
         let mut worker_cfg = cfg.worker.clone().unwrap_or(WorkerConfig {
             registrar: None,
+            registrar_tls_name: None,
             ops_listen: None,
             id: None,
             concurrency: 8,
@@ -234,7 +234,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             });
         }
         let (wcert, wkey) = creds.pair(Role::Worker);
-        let channel = registrar_channel(&grpc_url, &creds.ca_pem, &wcert, &wkey).await?;
+        let channel = dev_channel(&grpc_url, &creds.ca_pem, wcert, wkey)?;
         let worker_metrics = WorkerMetrics::default();
         worker_metrics.register(&metrics);
         let worker = Worker::new(
@@ -265,7 +265,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         ..EstConfig::default()
     };
     let (gcert, gkey) = creds.pair(Role::Gateway);
-    let gateway_channel = registrar_channel(&grpc_url, &creds.ca_pem, &gcert, &gkey).await?;
+    let gateway_channel = dev_channel(&grpc_url, &creds.ca_pem, gcert, gkey)?;
     let (server_chain, server_key) = ca
         .issue_server_certificate()
         .await
@@ -331,4 +331,19 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let _ = ca_task.await;
     let _ = dns_task.await;
     registrar.await.context("registrar")?
+}
+
+/// A channel to the dev registrar, whose generated certificate is issued for `localhost`.
+fn dev_channel(
+    url: &str,
+    ca: &Path,
+    cert: PathBuf,
+    key: PathBuf,
+) -> Result<tonic::transport::Channel> {
+    let tls = crate::config::TlsSection {
+        ca: ca.to_path_buf(),
+        cert,
+        key,
+    };
+    crate::client::registrar_channel(url, Some("localhost"), &tls)
 }

@@ -7,29 +7,12 @@ use ragw_est::{EstServer, ServerTls};
 use ragw_runtime::ops::{Health, MetricsRegistry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::config::{Config, TlsSection};
+use crate::config::Config;
 use crate::serve::{shutdown_signal, wait_stop};
 
 fn read(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-}
-
-/// A lazily connected channel, so the gateway starts (and answers 503) while the registrar is
-/// still coming up.
-pub fn registrar_channel(url: &str, tls_name: Option<&str>, tls: &TlsSection) -> Result<Channel> {
-    let mut client_tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&tls.ca)?))
-        .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
-    if let Some(name) = tls_name {
-        client_tls = client_tls.domain_name(name.to_string());
-    }
-    Ok(Channel::from_shared(url.to_string())
-        .with_context(|| format!("est.registrar_url {url:?} is not a URL"))?
-        .tls_config(client_tls)
-        .context("registrar TLS configuration")?
-        .connect_lazy())
 }
 
 pub async fn run_est(config: Option<&Path>) -> Result<()> {
@@ -53,7 +36,7 @@ pub async fn run_est(config: Option<&Path>) -> Result<()> {
         cert_chain_pem: read(cert)?,
         key_pem: read(key)?,
     };
-    let channel = registrar_channel(
+    let channel = crate::client::registrar_channel(
         &est.registrar_url,
         est.registrar_tls_name.as_deref(),
         &component_tls,
