@@ -83,6 +83,17 @@ async fn fifty_enrollments_through_pebble_and_bind() {
     let pending = enroll(&mut gw, 0..DEVICES).await;
     let issued = wait_issued(&mut gw, &pending, Duration::from_secs(600)).await;
     assert_eq!(issued.len(), DEVICES as usize);
+    // Gateways serve Pebble's CA certificates, as Pebble returned them above the devices'.
+    let ca_certs = gw
+        .get_ca_certificates(ragw_proto::registrar::v1::GetCaCertificatesRequest {
+            profile: "iot".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates_der;
+    assert!(!ca_certs.is_empty());
+    assert_eq!(ca_certs.as_slice(), &issued[0].1[1..]);
 
     // Every chain verifies against Pebble's root and certifies exactly the device's name.
     let root = temp.path().join("pebble-root.pem");

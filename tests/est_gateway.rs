@@ -530,3 +530,40 @@ async fn slow_clients_are_cut_off() {
         .expect("the server must close a connection whose head never ends");
     gw.shutdown().await;
 }
+
+/// A label without configured CA certificates serves the ones the upstream CA returned above
+/// the newest device certificate of its profile, and says when it cannot know them yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cacerts_come_from_the_upstream_chain_when_none_are_configured() {
+    let dev = Dev::start(&["--no-worker"]);
+    let pki = EstPki::new();
+    let issuer_ca = pki.issuing.clone();
+    let mut config = est_config(&pki);
+    for label in &mut config.labels {
+        label.cacerts.clear();
+    }
+    let gw = Gateway::start(config, dev.channel(Role::Gateway).await, &pki).await;
+    let client = RawClient::new(&gw, &pki);
+
+    let r = client.get("/.well-known/est/cacerts", "").await;
+    r.expect(503, "est.labels.iot.cacerts");
+    assert_eq!(r.header("retry-after"), Some("60"));
+
+    let _issuer = TestIssuer::spawn(dev.channel(Role::Worker).await, issuer_ca.clone());
+    let names = assigned_names(&client, "sn-cacerts", BOOTSTRAP).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    client
+        .post_csr(
+            ENROLL,
+            &basic("sn-cacerts", BOOTSTRAP),
+            &b64(&csr_with(&key, &names)),
+        )
+        .await
+        .expect(200, "");
+
+    let r = client.get("/.well-known/est/cacerts", "").await;
+    r.expect(200, "");
+    assert_eq!(r.certs(), vec![issuer_ca.der.clone()]);
+    let labelled = client.get("/.well-known/est/iot/cacerts", "").await;
+    assert_eq!(labelled.body, r.body);
+}

@@ -152,6 +152,9 @@ pub enum Step {
     /// Call `EnrollmentService.Enroll`, then [`Gateway::enroll_response`] (and
     /// `WaitEnrollment` while it says so).
     Enroll(Pending, pb::EnrollRequest),
+    /// No CA certificates configured for the label: call
+    /// `EnrollmentService.GetCaCertificates`, then [`Gateway::cacerts_from_registrar`].
+    CaCerts(Pending, pb::GetCaCertificatesRequest),
 }
 
 /// A request waiting for the registrar.
@@ -384,7 +387,18 @@ impl Gateway {
             .with(ALLOW, HeaderValue::from_static(op.method_name())));
         }
         if op == Operation::CaCerts {
-            return Ok(Step::Respond(self.cacerts_response(index)));
+            if let Some(body) = self.cacerts.get(index).cloned().flatten() {
+                return Ok(Step::Respond(self.base64_response(label, PKCS7, body)));
+            }
+            let request = pb::GetCaCertificatesRequest {
+                profile: label.profile.clone(),
+            };
+            let pending = Pending {
+                label: label.label.clone(),
+                operation: op,
+                device: None,
+            };
+            return Ok(Step::CaCerts(pending, request));
         }
 
         let chain = self.client_chain(req)?;
@@ -441,17 +455,41 @@ impl Gateway {
         }
     }
 
-    fn cacerts_response(&self, index: usize) -> HttpResponse {
-        let label = &self.config.labels[index];
-        match self.cacerts.get(index).cloned().flatten() {
-            Some(body) => self.base64_response(label, PKCS7, body),
-            None => HttpResponse::text(
-                StatusCode::INTERNAL_SERVER_ERROR,
+    /// The `/cacerts` answer from the CA certificates the upstream CA returned with the newest
+    /// certificate of the label's profile.
+    pub fn cacerts_from_registrar(
+        &self,
+        pending: &Pending,
+        result: Result<pb::CaCertificates, Status>,
+    ) -> HttpResponse {
+        let Some(label) = self.label_config(&pending.label) else {
+            return HttpResponse::text(StatusCode::INTERNAL_SERVER_ERROR, "label vanished");
+        };
+        let certificates = match result {
+            Ok(c) => c.certificates_der,
+            Err(s) => return self.registrar_error(pending, &s),
+        };
+        if certificates.is_empty() {
+            return HttpResponse::text(
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "no CA certificates are configured for label {:?}; the operator must set \
-                     est.labels.{}.cacerts or est.cacerts",
-                    label.label, label.label
+                    "the CA certificates of label {:?} are learnt from the first certificate the \
+                     upstream CA issues for profile {:?}, and none was issued yet; the operator \
+                     can set est.labels.{}.cacerts or est.cacerts",
+                    label.label, label.profile, label.label
                 ),
+            )
+            .with(RETRY_AFTER, HeaderValue::from(60u32));
+        }
+        match certs_only(&certificates) {
+            Ok(der) => self.base64_response(
+                label,
+                PKCS7,
+                Bytes::from(encode_wrapped(&der, label.base64_line_length)),
+            ),
+            Err(e) => HttpResponse::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the upstream CA's certificates cannot be encoded: {e}"),
             ),
         }
     }

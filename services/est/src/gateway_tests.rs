@@ -194,18 +194,36 @@ fn cacerts_is_unauthenticated_certs_only_base64() {
     assert_eq!(r.header(&CTE).unwrap(), "base64");
     assert!(!body(&r).contains('\n'), "one line by default");
     let der = decode_lenient(&r.body, 1 << 20).unwrap();
-    assert_eq!(ragw_pki::parse_certs_only(&der).unwrap(), vec![pki.ragw_ca]);
+    assert_eq!(
+        ragw_pki::parse_certs_only(&der).unwrap(),
+        vec![pki.ragw_ca.clone()]
+    );
 
-    // A label without CA certificates says so.
-    let r = respond(gw.begin(
+    // A label without CA certificates asks the registrar for the upstream CA's, and says when
+    // none was issued yet.
+    let Step::CaCerts(pending, call) = gw.begin(
         &request(Method::GET, "/.well-known/est/cams/cacerts"),
         SystemTime::now(),
-    ));
+    ) else {
+        panic!("a label without cacerts asks the registrar")
+    };
+    assert_eq!(call.profile, "cameras");
+    let r = gw.cacerts_from_registrar(&pending, Ok(pb::CaCertificates::default()));
     assert_text(
         &r,
-        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::SERVICE_UNAVAILABLE,
         "est.labels.cams.cacerts",
     );
+    assert_eq!(r.header(&RETRY_AFTER).unwrap(), "60");
+    let r = gw.cacerts_from_registrar(
+        &pending,
+        Ok(pb::CaCertificates {
+            certificates_der: vec![pki.ragw_ca.clone()],
+        }),
+    );
+    assert_eq!(r.status, StatusCode::OK);
+    let der = decode_lenient(&r.body, 1 << 20).unwrap();
+    assert_eq!(ragw_pki::parse_certs_only(&der).unwrap(), vec![pki.ragw_ca]);
 }
 
 #[test]

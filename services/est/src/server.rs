@@ -1,6 +1,7 @@
 //! The thin I/O shell: TCP accept, TLS (tokio-rustls), HTTP/1.1 (hyper), registrar calls
 //! (tonic). All decisions are [`Gateway`]'s.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -103,7 +104,13 @@ struct Inner {
     registrar: Channel,
     metrics: EstMetrics,
     refusal_slots: Arc<tokio::sync::Semaphore>,
+    /// The registrar's CA certificates per profile, so unauthenticated `/cacerts` requests do
+    /// not each reach the store.
+    cacerts: std::sync::Mutex<HashMap<String, (Instant, pb::CaCertificates)>>,
 }
+
+/// How long `/cacerts` answers from the registrar are reused.
+const CACERTS_CACHE: Duration = Duration::from_secs(60);
 
 /// The EST gateway server.
 pub struct EstServer {
@@ -119,6 +126,7 @@ impl EstServer {
                 registrar,
                 metrics: EstMetrics::new(),
                 refusal_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_REFUSAL_RECORDS)),
+                cacerts: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -504,7 +512,44 @@ async fn process(
             let resp = enroll(inner, &pending, call).await;
             (resp, Some(pending))
         }
+        Step::CaCerts(pending, call) => {
+            let result = ca_certificates(inner, call).await;
+            (gw.cacerts_from_registrar(&pending, result), Some(pending))
+        }
     }
+}
+
+/// The profile's CA certificates, from the cache while fresh; only non-empty answers are kept,
+/// so the first issuance shows up at once.
+async fn ca_certificates(
+    inner: &Arc<Inner>,
+    call: pb::GetCaCertificatesRequest,
+) -> Result<pb::CaCertificates, Status> {
+    let cached = inner.cacerts.lock().ok().and_then(|cache| {
+        cache
+            .get(&call.profile)
+            .filter(|(at, _)| at.elapsed() < CACERTS_CACHE)
+            .map(|(_, c)| c.clone())
+    });
+    if let Some(c) = cached {
+        return Ok(c);
+    }
+    let profile = call.profile.clone();
+    let mut client = EnrollmentServiceClient::new(inner.registrar.clone());
+    let result = call_registrar(
+        inner.gateway.config().limits.registrar_timeout,
+        Duration::ZERO,
+        |req| client.get_ca_certificates(req),
+        call,
+    )
+    .await;
+    if let Ok(c) = &result
+        && !c.certificates_der.is_empty()
+        && let Ok(mut cache) = inner.cacerts.lock()
+    {
+        cache.insert(profile, (Instant::now(), c.clone()));
+    }
+    result
 }
 
 /// One registrar RPC with a deadline: `timeout` plus `extra` (the time the RPC itself is asked

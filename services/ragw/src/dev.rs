@@ -248,8 +248,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
 
     // EST gateway: one label per profile, its HTTPS certificate from the local CA, so the root
-    // from /cacerts also validates the server (trust on first use).
-    let chain_der: Vec<Vec<u8>> = ragw_acme_ca::ca::pem_certificates(&ca.chain_pem());
+    // from /cacerts also validates the server (trust on first use). When the config names other
+    // upstreams, /cacerts serves what those CAs return with the devices' certificates.
+    let local_ca_upstream = cfg.worker.as_ref().is_none_or(|w| w.upstreams.is_empty());
+    let chain_der: Vec<Vec<u8>> = if local_ca_upstream {
+        ragw_acme_ca::ca::pem_certificates(&ca.chain_pem())
+    } else {
+        Vec::new()
+    };
     let mut labels = Vec::new();
     for p in &cfg.profiles {
         let mut label = LabelConfig::new(&p.name, &p.name);

@@ -382,6 +382,40 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
         Ok(Response::new(pb::RecordRefusalResponse {}))
     }
 
+    async fn get_ca_certificates(
+        &self,
+        request: Request<pb::GetCaCertificatesRequest>,
+    ) -> Result<Response<pb::CaCertificates>, Status> {
+        let caller = self
+            .authorize(
+                &request,
+                "GetCaCertificates",
+                &[Role::Gateway, Role::Admin, Role::Auditor],
+            )
+            .await?;
+        let req = request.into_inner();
+        let profile = match self.profile(&req.profile) {
+            Ok(p) => p.name.clone(),
+            Err(m) => {
+                return Err(self
+                    .refuse(
+                        &caller.actor(),
+                        "GetCaCertificates",
+                        Status::invalid_argument(m),
+                        "",
+                    )
+                    .await);
+            }
+        };
+        let certificates_der = self
+            .store
+            .issuer_certificates(&profile)
+            .await
+            .map_err(store_status)?;
+        self.metrics.rpc("GetCaCertificates", "ok");
+        Ok(Response::new(pb::CaCertificates { certificates_der }))
+    }
+
     async fn wait_enrollment(
         &self,
         request: Request<pb::WaitEnrollmentRequest>,

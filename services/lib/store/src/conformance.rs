@@ -356,6 +356,18 @@ pub async fn lease_lifecycle(store: Fresh) {
         .unwrap();
     assert_eq!(done.state, EnrollmentState::Issued);
     assert_eq!(done.certificate_chain.len(), 2);
+    // Gateways serve the CA part of the newest chain of the profile.
+    assert_eq!(
+        store.issuer_certificates(&done.profile).await.unwrap(),
+        vec![b"intermediate".to_vec()]
+    );
+    assert!(
+        store
+            .issuer_certificates("no-such-profile")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         done.acme_order_url.as_deref(),
         Some("https://ca.example/order/1")

@@ -291,6 +291,9 @@ pub trait Store: AcmeStore + Send + Sync {
     ) -> Result<EnrollmentRecord>;
 
     async fn get_certificate(&self, serial_hex: &str) -> Result<Option<CertificateRecord>>;
+    /// The CA certificates (the chain without its end-entity certificate) of the newest
+    /// certificate issued for `profile`; empty when none was issued yet.
+    async fn issuer_certificates(&self, profile: &str) -> Result<Vec<Vec<u8>>>;
     async fn revoke_certificate(
         &self,
         serial_hex: &str,

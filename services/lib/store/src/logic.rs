@@ -972,6 +972,23 @@ fn certificate_from_row(row: &Row) -> Result<CertificateRecord> {
     })
 }
 
+pub(crate) async fn issuer_certificates<C: Conn>(
+    tx: &mut Tx<C>,
+    profile: &str,
+) -> Result<Vec<Vec<u8>>> {
+    let rows =
+        tx.c.query(
+            "SELECT c.chain_der FROM certificates c JOIN enrollments e ON e.id = c.enrollment_id \
+             WHERE e.profile = $1 ORDER BY c.issued DESC, c.serial_hex DESC LIMIT 1",
+            &[profile.into()],
+        )
+        .await?;
+    match rows.first() {
+        Some(row) => Ok(split_chain(&row.blob(0)?)?.into_iter().skip(1).collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
 pub(crate) async fn get_certificate<C: Conn>(
     tx: &mut Tx<C>,
     serial_hex: &str,

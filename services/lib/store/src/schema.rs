@@ -86,7 +86,13 @@ INSERT INTO audit_head (id, seq, hash)
     ),
     (2, ACME_CA_V2),
     (3, ACME_CA_V3),
+    (4, ISSUER_CHAIN_V4),
 ];
+
+/// The newest certificate of a profile, whose chain gives the CA certificates gateways serve.
+const ISSUER_CHAIN_V4: &str = r#"
+CREATE INDEX certificates_issued ON certificates (issued);
+"#;
 
 /// Order reuse: a newOrder for identifiers the account already has a pending or ready order
 /// for gets that order back, found through a hash of its canonical identifier list.

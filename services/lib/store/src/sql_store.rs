@@ -274,6 +274,13 @@ impl<B: Backend> Store for SqlStore<B> {
         .await
     }
 
+    async fn issuer_certificates(&self, profile: &str) -> Result<Vec<Vec<u8>>> {
+        self.run(false, profile.to_string(), |tx, a| {
+            Box::pin(logic::issuer_certificates(tx, a))
+        })
+        .await
+    }
+
     async fn get_certificate(&self, serial_hex: &str) -> Result<Option<CertificateRecord>> {
         self.run(false, serial_hex.to_string(), |tx, a| {
             Box::pin(logic::get_certificate(tx, a))
