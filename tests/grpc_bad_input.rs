@@ -171,6 +171,49 @@ async fn bad_input_is_refused_and_only_audited() {
     );
     refusals += 1;
 
+    // Worker steps: only workers record them, only known steps, bounded printable text, and
+    // job steps only under a lease the registrar issued.
+    let step = |step: pb::WorkerStep| pb::RecordStepRequest {
+        step: step as i32,
+        directory_url: "https://ca.example/directory".into(),
+        subject: "devices.ragw.test".into(),
+        worker_id: "w".into(),
+        ..Default::default()
+    };
+    let mut gw_as_worker = WorkerServiceClient::new(dev.channel(Role::Gateway).await);
+    expect(
+        gw_as_worker
+            .record_step(step(pb::WorkerStep::ParentPreauthorized))
+            .await,
+        Code::PermissionDenied,
+        "requires the role worker",
+    );
+    refusals += 1;
+    let mut worker = WorkerServiceClient::new(dev.channel(Role::Worker).await);
+    expect(
+        worker.record_step(step(pb::WorkerStep::Unspecified)).await,
+        Code::InvalidArgument,
+        "not a worker step",
+    );
+    refusals += 1;
+    let mut with_newline = step(pb::WorkerStep::ChallengePublished);
+    with_newline.subject = "_acme-challenge.x\nforged line".into();
+    expect(
+        worker.record_step(with_newline).await,
+        Code::InvalidArgument,
+        "subject contains control characters",
+    );
+    refusals += 1;
+    let mut bad_lease = step(pb::WorkerStep::ChallengeRemoved);
+    bad_lease.enrollment_id = "0000".into();
+    bad_lease.lease_token = "not-a-token".into();
+    expect(
+        worker.record_step(bad_lease).await,
+        Code::InvalidArgument,
+        "lease_token",
+    );
+    refusals += 1;
+
     let mut admin = AdminServiceClient::new(dev.channel(Role::Admin).await);
     expect(
         admin

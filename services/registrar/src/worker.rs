@@ -97,6 +97,35 @@ fn check_lease_ref(id: &str, token: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// The audit action of a worker step, or why the request is refused.
+fn step_action(step: i32) -> Result<&'static str, Status> {
+    match pb::WorkerStep::try_from(step) {
+        Ok(pb::WorkerStep::AccountCreated) => Ok("worker.account_created"),
+        Ok(pb::WorkerStep::ParentPreauthorized) => Ok("worker.parent_preauthorized"),
+        Ok(pb::WorkerStep::ChallengePublished) => Ok("worker.challenge_published"),
+        Ok(pb::WorkerStep::ChallengeRemoved) => Ok("worker.challenge_removed"),
+        Ok(pb::WorkerStep::Unspecified) | Err(_) => Err(Status::invalid_argument(format!(
+            "step {step} is not a worker step this registrar records"
+        ))),
+    }
+}
+
+/// Text fields of a step: bounded and free of control characters, so the audit log stays
+/// readable whatever a worker sends.
+fn check_step_text(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} is longer than {max} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
 impl Registrar {
     fn lease_micros(&self, requested: u32) -> i64 {
         let d = Duration::from_secs(u64::from(requested.max(10))).min(self.settings.max_lease);
@@ -212,6 +241,54 @@ impl pb::worker_service_server::WorkerService for Registrar {
             .map_err(store_status)?;
         self.metrics.rpc("RecordOrder", "ok");
         Ok(Response::new(pb::RecordOrderResponse {}))
+    }
+
+    async fn record_step(
+        &self,
+        request: Request<pb::RecordStepRequest>,
+    ) -> Result<Response<pb::RecordStepResponse>, Status> {
+        let caller = self
+            .authorize(&request, "RecordStep", &[Role::Worker])
+            .await?;
+        let actor = caller.actor();
+        let req = request.into_inner();
+        let in_job = !req.enrollment_id.is_empty() || !req.lease_token.is_empty();
+        let checked = step_action(req.step).and_then(|action| {
+            if in_job {
+                check_lease_ref(&req.enrollment_id, &req.lease_token)?;
+            }
+            check_step_text("directory_url", &req.directory_url, 2048)?;
+            check_step_text("subject", &req.subject, 2048)?;
+            check_step_text("detail", &req.detail, 2048)?;
+            check_step_text("worker_id", &req.worker_id, 128)?;
+            Ok(action)
+        });
+        let action = match checked {
+            Ok(a) => a,
+            Err(s) => return Err(self.refuse(&actor, "RecordStep", s, "").await),
+        };
+        let mut details = json!({
+            "worker_id": req.worker_id,
+            "directory_url": req.directory_url,
+            "subject": req.subject,
+        });
+        if !req.detail.is_empty() {
+            details["detail"] = json!(req.detail);
+        }
+        if req.expires_unix_micros != 0 {
+            details["expires_unix_micros"] = json!(req.expires_unix_micros);
+        }
+        let draft = ragw_domain::AuditDraft::new(actor, action).details(details);
+        let appended = if in_job {
+            self.store
+                .append_job_audit(&req.enrollment_id, &req.lease_token, draft)
+                .await
+        } else {
+            self.store.append_audit(draft).await
+        };
+        appended.map_err(store_status)?;
+        self.metrics.rpc("RecordStep", "ok");
+        Ok(Response::new(pb::RecordStepResponse {}))
     }
 
     async fn complete(

@@ -350,6 +350,28 @@ pub async fn lease_lifecycle(store: Fresh) {
         )
         .await
         .unwrap();
+    // A job step is audited under the job's device and label, only while the lease holds.
+    let step = store
+        .append_job_audit(
+            &a.enrollment.id,
+            &a.lease_token,
+            AuditDraft::new("worker:w1", "worker.challenge_published"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(step.enrollment, a.enrollment.id);
+    assert_eq!(step.label, a.enrollment.label);
+    assert_eq!(step.device, a.enrollment.device.key());
+    assert!(matches!(
+        store
+            .append_job_audit(
+                &a.enrollment.id,
+                "bogus",
+                AuditDraft::new("worker:w1", "worker.challenge_published"),
+            )
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
     let done = store
         .complete(&a.enrollment.id, &a.lease_token, "w1", cert("0a1b"))
         .await

@@ -303,6 +303,14 @@ pub trait Store: AcmeStore + Send + Sync {
 
     /// Appends an event on its own (refusals, reads that must leave a trace).
     async fn append_audit(&self, draft: AuditDraft) -> Result<AuditEvent>;
+    /// Appends `draft` for a step of a leased job: refused with `LeaseLost` unless `token` still
+    /// holds the lease; the event names the job's device, label and enrollment.
+    async fn append_job_audit(
+        &self,
+        enrollment_id: &str,
+        token: &str,
+        draft: AuditDraft,
+    ) -> Result<AuditEvent>;
     async fn query_audit(
         &self,
         filter: &AuditFilter,

@@ -813,6 +813,17 @@ async fn leased<C: Conn>(tx: &mut Tx<C>, id: &str, token: &str) -> Result<Enroll
     Ok(e)
 }
 
+pub(crate) async fn append_job_audit<C: Conn>(
+    tx: &mut Tx<C>,
+    id: &str,
+    token: &str,
+    draft: AuditDraft,
+) -> Result<AuditEvent> {
+    let e = leased(tx, id, token).await?;
+    tx.audit(draft.device(e.device.key()).label(&e.label).enrollment(id))
+        .await
+}
+
 pub(crate) async fn extend_lease<C: Conn>(
     tx: &mut Tx<C>,
     id: &str,

@@ -312,6 +312,19 @@ impl<B: Backend> Store for SqlStore<B> {
         .await
     }
 
+    async fn append_job_audit(
+        &self,
+        enrollment_id: &str,
+        token: &str,
+        draft: AuditDraft,
+    ) -> Result<AuditEvent> {
+        let args = (enrollment_id.to_string(), token.to_string(), draft);
+        self.run(true, args, |tx, a| {
+            Box::pin(logic::append_job_audit(tx, &a.0, &a.1, a.2.clone()))
+        })
+        .await
+    }
+
     async fn query_audit(
         &self,
         filter: &AuditFilter,
