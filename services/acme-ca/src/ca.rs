@@ -285,6 +285,19 @@ fn split_url(url: &str) -> (String, String) {
     (host, path.trim_end_matches('/').to_string())
 }
 
+/// RFC 8555 §7.3.6: requests on behalf of a deactivated (or revoked) account are refused,
+/// whether it is named by `kid` or found by its key in newAccount.
+fn refuse_unless_valid(acct: &AcmeAccount) -> Result<(), Problem> {
+    if acct.status == AccountStatus::Valid {
+        Ok(())
+    } else {
+        Err(Problem::unauthorized(format!(
+            "account {} is {}",
+            acct.id, acct.status
+        )))
+    }
+}
+
 const NONCE_SECRET: &str = "acme-ca.nonce-hmac-key";
 const ALLOWED_REASONS: &[i64] = &[0, 1, 3, 4, 5, 9];
 const MAX_CONTACTS: usize = 10;
@@ -311,6 +324,9 @@ impl Ca {
         let pki = tokio::task::spawn_blocking(move || CaPki::load_or_create(&pki_cfg, crl_url))
             .await
             .map_err(|e| CaError::Other(format!("key generation task: {e}")))??;
+        if let Some(w) = pki.intermediate_warning(OffsetDateTime::now_utc()) {
+            tracing::warn!("{w}");
+        }
         let candidate = hex::encode(rand::random::<[u8; 32]>());
         let secret = store.acme_secret(NONCE_SECRET, &candidate).await?;
         let secret = hex::decode(secret)
@@ -443,6 +459,14 @@ impl Ca {
             )
             .await?;
         Ok((chain, key.serialize_der()))
+    }
+
+    /// Logs a warning while the intermediate is within its last leaf lifetime (the CA replaces
+    /// it only at start); called at start and daily by [`crate::serve_ca`].
+    pub fn check_intermediate(&self) {
+        if let Some(w) = self.pki.intermediate_warning(OffsetDateTime::now_utc()) {
+            tracing::warn!("{w}");
+        }
     }
 
     pub fn server_validity(&self) -> StdDuration {
@@ -696,12 +720,7 @@ impl Ca {
                         format!("there is no account {id}"),
                     )
                 })?;
-                if acct.status != AccountStatus::Valid {
-                    return Err(Problem::unauthorized(format!(
-                        "account {id} is {}",
-                        acct.status
-                    )));
-                }
+                refuse_unless_valid(&acct)?;
                 let value: Value = serde_json::from_str(&acct.jwk)
                     .map_err(|_| Problem::internal("a stored account key is unreadable"))?;
                 let key = Jwk::from_value(&value)
@@ -775,6 +794,7 @@ impl Ca {
             .await
             .map_err(store_problem)?
         {
+            refuse_unless_valid(&existing)?;
             let loc = self.url(&format!("/acct/{}", existing.id));
             return Ok(Response::json(200, &self.account_json(&existing)).header("Location", loc));
         }
@@ -817,6 +837,10 @@ impl Ca {
             })
             .await
             .map_err(store_problem)?;
+        if !created {
+            // Another request made or deactivated the account for this key meanwhile.
+            refuse_unless_valid(&acct)?;
+        }
         let loc = self.url(&format!("/acct/{}", acct.id));
         Ok(
             Response::json(if created { 201 } else { 200 }, &self.account_json(&acct))
@@ -1465,6 +1489,17 @@ impl Ca {
             OffsetDateTime::now_utc() + Duration::days(i64::from(self.cfg.leaf_validity_days))
         });
         let not_before = order.not_before.and_then(to_time);
+        // Checked before the order is claimed, so it stays ready for after the fix.
+        if let Err(e) = self
+            .pki
+            .check_can_issue(not_after, OffsetDateTime::now_utc())
+        {
+            tracing::error!(order = id, error = %e, "refusing to issue");
+            return Err(Problem::internal(
+                "the CA's issuing certificate expires too soon to sign this certificate; the \
+                 operator has been told how to fix it",
+            ));
+        }
 
         // From here on the order is ours alone: a concurrent finalize gets orderNotReady.
         self.store

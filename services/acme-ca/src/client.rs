@@ -10,8 +10,9 @@ use std::time::Duration;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
-    KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
+    ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+    RsaKeyPair,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -293,6 +294,7 @@ impl Transport {
 pub enum ClientKey {
     Es256(EcdsaKeyPair),
     Es384(EcdsaKeyPair),
+    Es512(EcdsaKeyPair),
     EdDsa(Ed25519KeyPair),
     Rs256(RsaKeyPair),
 }
@@ -315,6 +317,9 @@ impl ClientKey {
             "ES384" => ClientKey::Es384(
                 EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).map_err(fail)?,
             ),
+            "ES512" => ClientKey::Es512(
+                EcdsaKeyPair::generate(&ECDSA_P521_SHA512_FIXED_SIGNING).map_err(fail)?,
+            ),
             "EdDSA" => ClientKey::EdDsa(Ed25519KeyPair::generate().map_err(fail)?),
             "RS256" => ClientKey::Rs256(RsaKeyPair::generate(KeySize::Rsa2048).map_err(fail)?),
             other => return Err(ClientError::Protocol(format!("unknown algorithm {other}"))),
@@ -325,6 +330,7 @@ impl ClientKey {
         match self {
             ClientKey::Es256(_) => "ES256",
             ClientKey::Es384(_) => "ES384",
+            ClientKey::Es512(_) => "ES512",
             ClientKey::EdDsa(_) => "EdDSA",
             ClientKey::Rs256(_) => "RS256",
         }
@@ -332,10 +338,14 @@ impl ClientKey {
 
     pub fn jwk(&self) -> Value {
         match self {
-            ClientKey::Es256(k) | ClientKey::Es384(k) => {
+            ClientKey::Es256(k) | ClientKey::Es384(k) | ClientKey::Es512(k) => {
                 let p = k.public_key().as_ref();
                 let n = (p.len() - 1) / 2;
-                let crv = if n == 32 { "P-256" } else { "P-384" };
+                let crv = match n {
+                    32 => "P-256",
+                    48 => "P-384",
+                    _ => "P-521",
+                };
                 json!({"kty": "EC", "crv": crv, "x": b64::encode(&p[1..=n]), "y": b64::encode(&p[1 + n..])})
             }
             ClientKey::EdDsa(k) => {
@@ -362,7 +372,7 @@ impl ClientKey {
         let rng = SystemRandom::new();
         let fail = |_| ClientError::Protocol("signing failed".into());
         Ok(match self {
-            ClientKey::Es256(k) | ClientKey::Es384(k) => {
+            ClientKey::Es256(k) | ClientKey::Es384(k) | ClientKey::Es512(k) => {
                 k.sign(&rng, input).map_err(fail)?.as_ref().to_vec()
             }
             ClientKey::EdDsa(k) => k.sign(input).as_ref().to_vec(),

@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, TXT};
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 struct Zone {
     txt: HashMap<String, Vec<String>>,
     addrs: HashMap<String, Vec<IpAddr>>,
+    cnames: HashMap<String, String>,
 }
 
 /// Stops serving when dropped.
@@ -79,6 +80,14 @@ impl DnsResponder {
         }
     }
 
+    /// Makes `name` an alias of `target`. Questions for `name` get the CNAME alone, as from a
+    /// server that does not hold (or chase) the target, so the asker has to follow it.
+    pub fn set_cname(&self, name: &str, target: &str) {
+        if let Ok(mut z) = self.zone.lock() {
+            z.cnames.insert(key(name), key(target));
+        }
+    }
+
     pub fn txt_count(&self) -> usize {
         self.zone.lock().map(|z| z.txt.len()).unwrap_or(0)
     }
@@ -107,6 +116,15 @@ fn answer(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
     }
     let name = key(&q.name().to_ascii());
     let z = zone.lock().ok()?;
+    if let Some(target) = z.cnames.get(&name) {
+        let target = Name::from_ascii(format!("{target}.")).ok()?;
+        resp.add_answer(Record::from_rdata(
+            q.name().clone(),
+            0,
+            RData::CNAME(CNAME(target)),
+        ));
+        return resp.to_vec().ok();
+    }
     let known = z.txt.contains_key(&name) || z.addrs.contains_key(&name);
     match q.query_type() {
         RecordType::TXT => {

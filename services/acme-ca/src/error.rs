@@ -25,6 +25,8 @@ pub enum CaError {
     Tls(String),
     #[error("network: {0}")]
     Net(#[from] std::io::Error),
+    #[error("the intermediate expires at {not_after} and cannot sign a useful leaf; {fix}")]
+    IntermediateExhausted { not_after: String, fix: String },
     #[error("{0}")]
     Other(String),
 }

@@ -91,6 +91,7 @@ pub async fn serve_ca(
         tasks.spawn(renew_server_cert(ca.clone(), resolver, stop_rx.clone()));
         Some(acceptor)
     };
+    tasks.spawn(watch_intermediate(ca.clone(), stop_rx.clone()));
     tracing::info!(directory = %ca.directory_url(), "local ACME CA serving");
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
@@ -146,6 +147,18 @@ async fn wait_stop(stop: &mut watch::Receiver<bool>) {
         if stop.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Warns daily while the intermediate is within its last leaf lifetime: it is replaced only
+/// at start, so a CA that runs for months would otherwise cut leaves short in silence.
+async fn watch_intermediate(ca: Arc<Ca>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = wait_stop(&mut stop) => return,
+            _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
+        }
+        ca.check_intermediate();
     }
 }
 

@@ -1,13 +1,13 @@
 //! JWS as ACME uses it (RFC 8555 §6.2, RFC 7515 flattened JSON serialization): parsing with
 //! size limits, public JWKs (RFC 7517/7518), RFC 7638 thumbprints and signature checks.
 //!
-//! Accepted signature algorithms: ES256, ES384, EdDSA (Ed25519) and RS256 with RSA keys of
+//! Accepted signature algorithms: ES256, ES384, ES512, EdDSA (Ed25519) and RS256 with RSA keys of
 //! 2048 to 8192 bits. `none` and MAC algorithms are refused here; MACs are only used inside an
 //! external account binding, which [`verify_eab`] checks.
 
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ED25519, ParsedPublicKey,
-    RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ECDSA_P521_SHA512_FIXED, ED25519,
+    ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
 };
 use aws_lc_rs::{digest, hmac};
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use crate::b64;
 use crate::problem::{Problem, ProblemType};
 
 /// What the directory's `badSignatureAlgorithm` problems list.
-pub const ALGORITHMS: &[&str] = &["ES256", "ES384", "EdDSA", "RS256"];
+pub const ALGORITHMS: &[&str] = &["ES256", "ES384", "ES512", "EdDSA", "RS256"];
 
 const MAX_PROTECTED: usize = 8 * 1024;
 const MAX_SIGNATURE: usize = 1024;
@@ -27,6 +27,7 @@ const MAX_RSA_BITS: usize = 8192;
 pub enum Alg {
     Es256,
     Es384,
+    Es512,
     EdDsa,
     Rs256,
 }
@@ -36,6 +37,8 @@ impl Alg {
         match s {
             "ES256" => Ok(Alg::Es256),
             "ES384" => Ok(Alg::Es384),
+            // P-521 leaves are certified, so their keys must be able to sign revokeCert.
+            "ES512" => Ok(Alg::Es512),
             "EdDSA" => Ok(Alg::EdDsa),
             "RS256" => Ok(Alg::Rs256),
             other => {
@@ -64,6 +67,7 @@ fn truncate(s: &str) -> String {
 enum KeyMaterial {
     P256 { point: Vec<u8> },
     P384 { point: Vec<u8> },
+    P521 { point: Vec<u8> },
     Ed25519 { x: Vec<u8> },
     Rsa { n: Vec<u8>, e: Vec<u8> },
 }
@@ -111,9 +115,10 @@ impl Jwk {
                 let len = match crv {
                     "P-256" => 32,
                     "P-384" => 48,
+                    "P-521" => 66,
                     other => {
                         return Err(bad_key(format!(
-                            "EC curve {:?} is not supported (P-256, P-384)",
+                            "EC curve {:?} is not supported (P-256, P-384, P-521)",
                             truncate(other)
                         )));
                     }
@@ -131,17 +136,17 @@ impl Jwk {
                 point.push(4);
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
-                let alg = if len == 32 {
-                    &ECDSA_P256_SHA256_FIXED
-                } else {
-                    &ECDSA_P384_SHA384_FIXED
+                let alg = match len {
+                    32 => &ECDSA_P256_SHA256_FIXED,
+                    48 => &ECDSA_P384_SHA384_FIXED,
+                    _ => &ECDSA_P521_SHA512_FIXED,
                 };
                 ParsedPublicKey::new(alg, &point)
                     .map_err(|_| bad_key(format!("the {crv} point is not on the curve")))?;
-                let key = if len == 32 {
-                    KeyMaterial::P256 { point }
-                } else {
-                    KeyMaterial::P384 { point }
+                let key = match len {
+                    32 => KeyMaterial::P256 { point },
+                    48 => KeyMaterial::P384 { point },
+                    _ => KeyMaterial::P521 { point },
                 };
                 (
                     key,
@@ -238,6 +243,7 @@ impl Jwk {
         match &self.key {
             KeyMaterial::P256 { .. } => "ecdsa-p256".into(),
             KeyMaterial::P384 { .. } => "ecdsa-p384".into(),
+            KeyMaterial::P521 { .. } => "ecdsa-p521".into(),
             KeyMaterial::Ed25519 { .. } => "ed25519".into(),
             KeyMaterial::Rsa { n, .. } => format!("rsa-{}", bit_len(n)),
         }
@@ -254,6 +260,11 @@ impl Jwk {
             }
             (KeyMaterial::P384 { point }, Alg::Es384) => {
                 ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point)
+                    .ok()
+                    .is_some_and(|k| k.verify_sig(input, signature).is_ok())
+            }
+            (KeyMaterial::P521 { point }, Alg::Es512) => {
+                ParsedPublicKey::new(&ECDSA_P521_SHA512_FIXED, point)
                     .ok()
                     .is_some_and(|k| k.verify_sig(input, signature).is_ok())
             }
@@ -299,6 +310,8 @@ impl Jwk {
                 ("P-256", 32)
             } else if curve == const_oid::db::rfc5912::SECP_384_R_1 {
                 ("P-384", 48)
+            } else if curve == const_oid::db::rfc5912::SECP_521_R_1 {
+                ("P-521", 66)
             } else {
                 return None;
             };
@@ -587,12 +600,43 @@ mod tests {
 
     #[test]
     fn algorithms() {
-        assert!(Alg::parse("ES256").is_ok());
-        for bad in ["none", "HS256", "ES512", "PS256", ""] {
+        for good in ALGORITHMS {
+            assert!(Alg::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["none", "HS256", "ES521", "PS256", "PS512", ""] {
             let p = Alg::parse(bad).unwrap_err();
             assert_eq!(p.kind, ProblemType::BadSignatureAlgorithm);
             assert!(p.algorithms.is_some());
         }
+    }
+
+    #[test]
+    fn es512_with_p521_keys() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P521_SHA512_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref();
+        assert_eq!(point.len(), 1 + 2 * 66);
+        let jwk = Jwk::from_value(&json!({
+            "kty": "EC",
+            "crv": "P-521",
+            "x": b64::encode(&point[1..=66]),
+            "y": b64::encode(&point[67..]),
+        }))
+        .unwrap();
+        assert_eq!(jwk.describe(), "ecdsa-p521");
+        let sig = pair.sign(&SystemRandom::new(), b"input").unwrap();
+        jwk.verify(Alg::Es512, b"input", sig.as_ref()).unwrap();
+        let p = jwk.verify(Alg::Es512, b"other", sig.as_ref()).unwrap_err();
+        assert_eq!(p.kind, ProblemType::Malformed);
+        let p = jwk.verify(Alg::Es384, b"input", sig.as_ref()).unwrap_err();
+        assert_eq!(p.kind, ProblemType::BadSignatureAlgorithm);
+
+        // A P-521 certificate key maps onto the same JWK, so it can sign its revocation.
+        let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap();
+        let from_cert =
+            Jwk::from_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&leaf_key)).unwrap();
+        assert_eq!(from_cert.describe(), "ecdsa-p521");
     }
 
     #[test]

@@ -35,6 +35,9 @@ const CERT_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o700;
 /// Absorbs clock skew between the CA and the relying parties.
 const BACKDATE: Duration = Duration::minutes(5);
+/// The shortest leaf signed when the intermediate would cut a leaf short: one that dies within
+/// hours only moves the outage onto the device, so the CA refuses and says why instead.
+pub const MIN_LEAF_LIFETIME: Duration = Duration::days(1);
 
 /// A public key taken from a CSR, in the form rcgen writes into a certificate.
 pub struct ForeignKey {
@@ -118,6 +121,9 @@ pub struct CaPki {
     intermediate_der: Vec<u8>,
     intermediate_ski: Vec<u8>,
     intermediate_not_after: OffsetDateTime,
+    root_not_after: OffsetDateTime,
+    /// A full leaf lifetime (`leaf_validity_days`).
+    leaf_span: Duration,
     issuer: Issuer<'static, KeyPair>,
     crl_url: String,
 }
@@ -129,6 +135,11 @@ impl std::fmt::Debug for CaPki {
             .field("intermediate_not_after", &self.intermediate_not_after)
             .finish_non_exhaustive()
     }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 pub fn micros(t: OffsetDateTime) -> i64 {
@@ -283,9 +294,59 @@ impl CaPki {
             intermediate_der,
             intermediate_ski,
             intermediate_not_after,
+            root_not_after: root.not_after,
+            leaf_span,
             issuer: Issuer::new(params, key),
             crl_url,
         })
+    }
+
+    /// What the operator has to do about an intermediate that ends too soon: a restart makes
+    /// a new one (see [`CaPki::load_or_create`]) unless the root itself ends within a leaf
+    /// lifetime.
+    fn intermediate_fix(&self, now: OffsetDateTime) -> String {
+        if self.root_not_after > now + self.leaf_span {
+            "restart the CA: at start it issues a new intermediate when the current one cannot \
+             cover a full leaf lifetime (relying parties that pin the intermediate need the new \
+             chain.pem)"
+                .to_string()
+        } else {
+            format!(
+                "the root itself expires at {}: move the data directory aside and restart to \
+                 create a new root, then give every relying party the new root.pem",
+                rfc3339(self.root_not_after)
+            )
+        }
+    }
+
+    /// A warning when the intermediate is within its last leaf lifetime, so the leaves it
+    /// signs now end early (with it); `None` while it can cover full leaves.
+    pub fn intermediate_warning(&self, now: OffsetDateTime) -> Option<String> {
+        (self.intermediate_not_after < now + self.leaf_span).then(|| {
+            format!(
+                "the intermediate expires at {}, within one leaf lifetime: new leaves end with it \
+                 and issuance stops {} before; {}",
+                rfc3339(self.intermediate_not_after),
+                MIN_LEAF_LIFETIME,
+                self.intermediate_fix(now)
+            )
+        })
+    }
+
+    /// Refuses a leaf that should end at `not_after` when the intermediate would cut it below
+    /// both that and [`MIN_LEAF_LIFETIME`]; a shorter leaf that was asked for is fine.
+    pub fn check_can_issue(
+        &self,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), CaError> {
+        if self.intermediate_not_after < not_after.min(now + MIN_LEAF_LIFETIME) {
+            return Err(CaError::IntermediateExhausted {
+                not_after: rfc3339(self.intermediate_not_after),
+                fix: self.intermediate_fix(now),
+            });
+        }
+        Ok(())
     }
 
     pub fn root_pem(&self) -> &str {
@@ -316,6 +377,7 @@ impl CaPki {
 
     pub fn issue(&self, req: &LeafRequest<'_>) -> Result<IssuedLeaf, CaError> {
         let now = OffsetDateTime::now_utc();
+        self.check_can_issue(req.not_after, now)?;
         let (serial, serial_hex) = random_serial();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -775,6 +837,49 @@ mod tests {
             )
             .unwrap();
         assert!(crl.len() > 100);
+    }
+
+    #[test]
+    fn an_intermediate_near_its_end_warns_then_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(&dir.path().join("ca"));
+        let mut pki = CaPki::load_or_create(&c, "u".into()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert!(pki.intermediate_warning(now).is_none());
+        pki.check_can_issue(now + Duration::days(30), now).unwrap();
+
+        // Within the last leaf lifetime: leaves are cut short, with a warning naming the fix.
+        pki.intermediate_not_after = now + Duration::days(10);
+        let w = pki.intermediate_warning(now).unwrap();
+        assert!(w.contains("restart the CA"), "{w}");
+        pki.check_can_issue(now + Duration::days(30), now).unwrap();
+
+        // Less than a minimal leaf lifetime left: refused, unless a shorter leaf was asked for.
+        pki.intermediate_not_after = now + Duration::hours(12);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let spki = SubjectPublicKeyInfoOwned::from_der(&key.subject_public_key_info()).unwrap();
+        let fk = ForeignKey::from_spki(&spki).unwrap();
+        let leaf = |not_after| LeafRequest {
+            key: &fk,
+            dns_names: &[],
+            ips: &[],
+            ekus: &[Eku::ServerAuth],
+            not_before: None,
+            not_after,
+        };
+        let e = pki.issue(&leaf(now + Duration::days(30))).unwrap_err();
+        assert!(matches!(e, CaError::IntermediateExhausted { .. }), "{e}");
+        assert!(e.to_string().contains("restart the CA"), "{e}");
+        pki.issue(&leaf(now + Duration::hours(6))).unwrap();
+        pki.intermediate_not_after = now - Duration::hours(1);
+        assert!(pki.issue(&leaf(now + Duration::hours(6))).is_err());
+
+        // When the root ends within a leaf lifetime too, a restart does not help.
+        pki.root_not_after = now + Duration::days(2);
+        let e = pki
+            .check_can_issue(now + Duration::days(30), now)
+            .unwrap_err();
+        assert!(e.to_string().contains("new root"), "{e}");
     }
 
     #[test]

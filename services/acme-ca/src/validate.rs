@@ -222,6 +222,23 @@ mod tests {
         assert_eq!(p.kind, ProblemType::IncorrectResponse);
         r.add_txt("_acme-challenge.d.example.test", &dns01_value("t.k"));
         v.validate("dns-01", &id, "t", "t.k").await.unwrap();
+
+        // A delegated challenge name: two CNAME hops, each answered alone, then the TXT.
+        let id = AcmeIdentifier::dns("e.example.test");
+        r.set_cname("_acme-challenge.e.example.test", "e.acme.example.net");
+        r.set_cname("e.acme.example.net", "final.validation.example.org");
+        r.add_txt("final.validation.example.org", &dns01_value("t.k"));
+        v.validate("dns-01", &id, "t", "t.k").await.unwrap();
+        let p = v.validate("dns-01", &id, "t", "t.other").await.unwrap_err();
+        assert_eq!(p.kind, ProblemType::IncorrectResponse);
+        // A loop is a DNS problem, not a hang.
+        r.set_cname(
+            "final.validation.example.org",
+            "_acme-challenge.e.example.test",
+        );
+        let p = v.validate("dns-01", &id, "t", "t.k").await.unwrap_err();
+        assert_eq!(p.kind, ProblemType::Dns);
+        assert!(p.detail.contains("loop"), "{}", p.detail);
     }
 
     #[tokio::test]

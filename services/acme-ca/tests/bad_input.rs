@@ -104,6 +104,13 @@ async fn hostile_requests_get_precise_problems_and_change_nothing() {
     let b_order = b.get(&b_order_url).await.unwrap();
     let b_pem = t.finish(&mut b, &b_order, &[&b_name]).await;
     let b_leaf = ragw_acme_ca::ca::pem_certificates(&b_pem).remove(0);
+    let mut gone = t.account().await;
+    let gone_kid = gone.kid.clone().unwrap();
+    let r = gone
+        .post(&gone_kid, Some(&json!({"status": "deactivated"})))
+        .await
+        .unwrap();
+    assert_eq!(r.json()["status"], "deactivated");
 
     let mut c = Corpus {
         store: t.store.as_ref(),
@@ -534,6 +541,19 @@ async fn hostile_requests_get_precise_problems_and_change_nothing() {
         .unwrap();
     c.expect("EAB with an unknown key id", r, "unauthorized", 403)
         .await;
+    // RFC 8555 §7.3.6: a deactivated account's key gets nothing back, not even its account.
+    gone.kid = None;
+    for (case, payload) in [
+        ("newAccount with a deactivated account's key", json!({})),
+        (
+            "onlyReturnExisting with a deactivated account's key",
+            json!({"onlyReturnExisting": true}),
+        ),
+    ] {
+        let r = gone.post(&url, Some(&payload)).await.unwrap();
+        assert!(r.header("location").is_none(), "{case}: Location");
+        c.expect(case, r, "unauthorized", 403).await;
+    }
     let r = a.post(&kid_b, None).await.unwrap();
     c.expect("reading another account", r, "unauthorized", 403)
         .await;

@@ -86,6 +86,25 @@ async fn preauthorized_parent_makes_device_orders_ready() {
     t.stop().await;
 }
 
+/// A device order left pending from before its parent was pre-authorized (a worker that died
+/// after newOrder asks again): the same order comes back ready, with no challenge to solve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_order_is_ready_once_the_parent_is_preauthorized() {
+    let t = TestCa::start().await;
+    let mut c = t.account().await;
+    let name = format!("late.{DOMAIN}");
+    let (first_url, first) = c.new_order(&[("dns", &name, None)]).await.unwrap();
+    assert_eq!(first["status"], "pending");
+    let (parent_url, _) = c.new_authz(DOMAIN, true).await.unwrap();
+    t.solve_dns01(&mut c, &parent_url).await;
+    let (again_url, again) = c.new_order(&[("dns", &name, None)]).await.unwrap();
+    assert_eq!(again_url, first_url);
+    assert_eq!(again["status"], "ready", "{again}");
+    assert_eq!(again["authorizations"], json!([parent_url]));
+    t.finish(&mut c, &again, &[&name]).await;
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ancestor_domain_in_new_order() {
     let t = TestCa::start().await;
@@ -206,7 +225,7 @@ async fn revocation_renewal_key_change_and_deactivation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_accepted_signature_algorithm_works() {
     let t = TestCa::start().await;
-    for alg in ["ES256", "ES384", "EdDSA", "RS256"] {
+    for alg in ragw_acme_ca::jws::ALGORITHMS {
         let mut c = AcmeClient::connect_with_key(
             &t.ca.directory_url(),
             Some(t.ca.root_pem()),
@@ -220,6 +239,48 @@ async fn every_accepted_signature_algorithm_works() {
         t.solve_dns01(&mut c, order["authorizations"][0].as_str().unwrap())
             .await;
     }
+    t.stop().await;
+}
+
+/// P-521 leaves are certified by default, so their own key (ES512) must be able to revoke
+/// them (RFC 8555 §7.6, second case).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn p521_leaf_is_revoked_by_its_own_key() {
+    let t = TestCa::start().await;
+    let mut c = t.account().await;
+    let name = format!("p521.{DOMAIN}");
+    let (_, order) = c.new_order(&[("dns", &name, None)]).await.unwrap();
+    t.solve_dns01(&mut c, order["authorizations"][0].as_str().unwrap())
+        .await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.clone()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).unwrap();
+    let fin = c
+        .finalize(order["finalize"].as_str().unwrap(), csr.der())
+        .await
+        .unwrap();
+    assert_eq!(fin.status, 200, "{}", String::from_utf8_lossy(&fin.body));
+    let pem = c
+        .download(fin.json()["certificate"].as_str().unwrap())
+        .await
+        .unwrap();
+    let leaf = ragw_acme_ca::ca::pem_certificates(&pem).remove(0);
+    let cert_key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P521_SHA512_FIXED_SIGNING,
+        &key.serialize_der(),
+    )
+    .unwrap();
+    let mut by_key = AcmeClient::connect_with_key(
+        &t.ca.directory_url(),
+        Some(t.ca.root_pem()),
+        ClientKey::Es512(cert_key),
+    )
+    .await
+    .unwrap();
+    let r = by_key.revoke(&leaf, Some(1)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(t.store.acme_counts().await.unwrap().revoked, 1);
     t.stop().await;
 }
 

@@ -95,32 +95,48 @@ impl Drop for Killed {
     }
 }
 
+/// Writes the local CA's `ca.toml` into `work`, owner-only: a `--postgres` URL may carry a
+/// password.
+fn write_local_config(
+    work: &std::path::Path,
+    args: &AcmeBench,
+    dns: std::net::SocketAddr,
+) -> Result<PathBuf> {
+    // JSON string syntax is valid TOML basic-string syntax, so quotes and backslashes in the
+    // URL cannot break the file.
+    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let store = match &args.postgres {
+        Some(url) => format!(
+            "backend = \"postgres\"\nurl = {}\nschema = \"ragw_bench_{}\"\npool_size = 16\n",
+            quote(url),
+            hex::encode(rand_bytes())
+        ),
+        None => format!(
+            "backend = \"sqlite\"\npath = {}\n",
+            quote(&work.join("bench.db").display().to_string())
+        ),
+    };
+    let config = work.join("ca.toml");
+    ragw_runtime::identity::write_private_file(
+        &config,
+        format!(
+            "[log]\nlevel = \"warn\"\n\n[store]\n{store}\n[ca]\nlisten = \"127.0.0.1:0\"\n\
+             data_dir = {}\ndomain_suffixes = [{}]\ndns_resolver = \"{dns}\"\n\
+             account_requests_per_second = 0\n",
+            quote(&work.join("ca").display().to_string()),
+            quote(&args.domain)
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    Ok(config)
+}
+
 fn start_local(
     work: &std::path::Path,
     args: &AcmeBench,
     dns: std::net::SocketAddr,
 ) -> Result<(Killed, Target)> {
-    let store = match &args.postgres {
-        Some(url) => format!(
-            "backend = \"postgres\"\nurl = \"{url}\"\nschema = \"ragw_bench_{}\"\npool_size = 16\n",
-            hex::encode(rand_bytes())
-        ),
-        None => format!(
-            "backend = \"sqlite\"\npath = \"{}\"\n",
-            work.join("bench.db").display()
-        ),
-    };
-    let config = work.join("ca.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[log]\nlevel = \"warn\"\n\n[store]\n{store}\n[ca]\nlisten = \"127.0.0.1:0\"\n\
-             data_dir = \"{}\"\ndomain_suffixes = [\"{}\"]\ndns_resolver = \"{dns}\"\n\
-             account_requests_per_second = 0\n",
-            work.join("ca").display(),
-            args.domain
-        ),
-    )?;
+    let config = write_local_config(work, args, dns)?;
     let mut child = Command::new(std::env::current_exe()?)
         .args(["run", "--target", "ca", "--config"])
         .arg(&config)
@@ -429,4 +445,35 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn local_config_is_private_and_quotes_the_url() {
+        let work = tempfile::tempdir().unwrap();
+        let url = r#"postgres://bench:pa"ss\word@127.0.0.1/db"#;
+        let args = AcmeBench {
+            certificates: 1,
+            concurrency: 1,
+            flow: Flows::PerName,
+            domain: "devices.example.test".into(),
+            local: true,
+            postgres: Some(url.into()),
+            pebble: false,
+            directory: None,
+            root: None,
+            dns_listen: "127.0.0.1:0".parse().unwrap(),
+            warmup: 0,
+        };
+        let path = write_local_config(work.path(), &args, "127.0.0.1:53".parse().unwrap()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let cfg = crate::config::Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.store.url.as_deref(), Some(url));
+    }
 }

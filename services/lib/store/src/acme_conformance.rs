@@ -795,3 +795,102 @@ pub async fn acme_order_reuse(store: Fresh) {
     );
     verify_ok(&store).await;
 }
+
+/// A pending order made before its names' parent was pre-authorized: asking for it again
+/// gives the same order, now `ready` through the parent's authorization, without a new
+/// authorization or challenge. Partly covered orders are handed back as they were.
+pub async fn acme_order_reuse_sees_new_coverage(store: Fresh) {
+    let (acct, _) = store.acme_create_account(account(1)).await.unwrap();
+    let early = store
+        .acme_create_order(order_for(
+            &acct.id,
+            &["d1.zz.example.test", "d2.zz.example.test"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(early.status, OrderStatus::Pending);
+    let partial = store
+        .acme_create_order(order_for(
+            &acct.id,
+            &["d3.zz.example.test", "other.example.test"],
+        ))
+        .await
+        .unwrap();
+    let racing = store
+        .acme_create_order(order_for(&acct.id, &["d4.zz.example.test"]))
+        .await
+        .unwrap();
+    let parent = store
+        .acme_create_authz(&acct.id, spec("zz.example.test", true))
+        .await
+        .unwrap();
+    validate_all(&store, &acct.id, std::slice::from_ref(&parent.id)).await;
+    let before = store.acme_counts().await.unwrap();
+
+    let again = store
+        .acme_create_order(order_for(
+            &acct.id,
+            &["d2.zz.example.test", "d1.zz.example.test"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.id, early.id, "the pending order is handed back");
+    assert_eq!(again.status, OrderStatus::Ready);
+    assert_eq!(again.authz_ids, vec![parent.id.clone()]);
+    let after = store.acme_counts().await.unwrap();
+    assert_eq!(after.authzs, before.authzs, "no new authorization");
+    assert_eq!(after.orders, before.orders, "no new order");
+    assert_eq!(audit_count(&store, "acme.order.relinked").await, 1);
+    // The old order's own pending authorizations are left alone (other orders may share them).
+    for id in &early.authz_ids {
+        let a = store.acme_get_authz(id).await.unwrap().unwrap();
+        assert_eq!(a.status, AuthzStatus::Pending);
+    }
+    let same = store
+        .acme_create_order(order_for(
+            &acct.id,
+            &["d1.zz.example.test", "d2.zz.example.test"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(same.id, early.id);
+    assert_eq!(same.status, OrderStatus::Ready);
+    assert_eq!(audit_count(&store, "acme.order.relinked").await, 1);
+
+    let part = store
+        .acme_create_order(order_for(
+            &acct.id,
+            &["d3.zz.example.test", "other.example.test"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(part.id, partial.id);
+    assert_eq!(part.status, OrderStatus::Pending);
+    assert_eq!(part.authz_ids, partial.authz_ids);
+
+    // Concurrent newOrders relink once and all get the ready order.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let store = store.clone();
+        let acct = acct.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .acme_create_order(order_for(&acct, &["d4.zz.example.test"]))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        let o = t.await.unwrap();
+        assert_eq!(o.id, racing.id);
+        assert_eq!(o.status, OrderStatus::Ready);
+        assert_eq!(o.authz_ids, vec![parent.id.clone()]);
+    }
+    assert_eq!(audit_count(&store, "acme.order.relinked").await, 2);
+
+    store
+        .acme_begin_finalize(&early.id, &acct.id)
+        .await
+        .unwrap();
+    verify_ok(&store).await;
+}

@@ -846,10 +846,132 @@ async fn must_get_order<C: Conn>(tx: &mut Tx<C>, id: &str) -> Result<AcmeOrder> 
         .ok_or_else(|| StoreError::NotFound(format!("order {id}")))
 }
 
+/// How one identifier of a new order is linked to an authorization.
+struct Link {
+    authz: String,
+    how: &'static str,
+    ancestor: Option<String>,
+}
+
+/// Per identifier of `new`, the valid authorization that covers it now (its own or an
+/// ancestor's), `None` where there is none.
+async fn coverage<C: Conn>(tx: &mut Tx<C>, new: &NewAcmeOrder) -> Result<Vec<Option<Link>>> {
+    let mut out = Vec::with_capacity(new.identifiers.len());
+    for item in &new.identifiers {
+        let ident = &item.order.identifier;
+        out.push(
+            match covering_authz(tx, &new.account_id, ident, item.new_authz.wildcard).await? {
+                Some(Coverage::Exact(a)) => Some(Link {
+                    authz: a,
+                    how: "reused",
+                    ancestor: None,
+                }),
+                Some(Coverage::Ancestor(a, name)) => Some(Link {
+                    authz: a,
+                    how: "ancestor",
+                    ancestor: Some(name),
+                }),
+                None => None,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn link_decision(ident: &AcmeIdentifier, link: &Link, spec: &NewAuthzSpec) -> Value {
+    let created = link.how == "new" || link.how == "pending-reused";
+    json!({
+        "identifier": identifier_json(ident),
+        "authz": link.authz,
+        "how": link.how,
+        "ancestor": link.ancestor,
+        "authz_identifier": if created { Some(identifier_json(&spec.identifier)) } else { None },
+    })
+}
+
+/// Links `order_id` to the authorizations of `links`, each once (one ancestor authorization
+/// may cover several names of the order), in identifier order.
+async fn insert_links<C: Conn>(tx: &mut Tx<C>, order_id: &str, links: &[Link]) -> Result<()> {
+    let mut linked: HashSet<&str> = HashSet::new();
+    let mut position = 0i64;
+    for link in links {
+        if linked.insert(&link.authz) {
+            tx.c.exec(
+                "INSERT INTO acme_order_authzs (order_id, authz_id, position) VALUES ($1, $2, $3)",
+                &[order_id.into(), (&link.authz).into(), position.into()],
+            )
+            .await?;
+            position += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Points a pending order whose identifiers are all covered by valid authorizations now (a
+/// parent was pre-authorized after the order was made) at those authorizations, so that it
+/// becomes `ready` instead of waiting for challenges that no longer matter. The pending
+/// authorizations it leaves stay as they are: other orders may share them.
+async fn relink_covered<C: Conn>(
+    tx: &mut Tx<C>,
+    existing: &AcmeOrder,
+    new: &NewAcmeOrder,
+    links: &[Link],
+) -> Result<AcmeOrder> {
+    let rows =
+        tx.c.query(
+            "SELECT updated FROM acme_orders WHERE id = $1",
+            &[(&existing.id).into()],
+        )
+        .await?;
+    let seen = rows
+        .first()
+        .ok_or_else(|| StoreError::NotFound(format!("order {}", existing.id)))?
+        .int(0)?;
+    // Compare-and-set on `updated`: of two newOrders relinking the same order at once, the
+    // second finds it changed and hands back what the first made of it.
+    let stamp = tx.now.max(seen.saturating_add(1));
+    if tx
+        .c
+        .exec(
+            "UPDATE acme_orders SET updated = $1 WHERE id = $2 AND status = 'pending' AND updated = $3",
+            &[stamp.into(), (&existing.id).into(), seen.into()],
+        )
+        .await?
+        == 0
+    {
+        return must_get_order(tx, &existing.id).await;
+    }
+    tx.c.exec(
+        "DELETE FROM acme_order_authzs WHERE order_id = $1",
+        &[(&existing.id).into()],
+    )
+    .await?;
+    insert_links(tx, &existing.id, links).await?;
+    let order = must_get_order(tx, &existing.id).await?;
+    let decisions: Vec<Value> = new
+        .identifiers
+        .iter()
+        .zip(links)
+        .map(|(item, link)| link_decision(&item.order.identifier, link, &item.new_authz))
+        .collect();
+    tx.audit(
+        AuditDraft::new(account_actor(&new.account_id), "acme.order.relinked").details(json!({
+            "order": existing.id,
+            "identifiers": identifiers_to_json(&existing.identifiers),
+            "authorizations": decisions,
+            "replaced": existing.authz_ids,
+            "status": order.status.as_str(),
+        })),
+    )
+    .await?;
+    Ok(order)
+}
+
 pub(crate) async fn create_order<C: Conn>(tx: &mut Tx<C>, new: &NewAcmeOrder) -> Result<AcmeOrder> {
     active_account(tx, &new.account_id).await?;
     let key = order_key(new);
     let now = tx.now;
+    let covered = coverage(tx, new).await?;
     let candidates =
         tx.c.query(
             "SELECT id FROM acme_orders WHERE account_id = $1 AND ident_hash = $2 AND status = 'pending' \
@@ -859,8 +981,17 @@ pub(crate) async fn create_order<C: Conn>(tx: &mut Tx<C>, new: &NewAcmeOrder) ->
         .await?;
     for c in &candidates {
         let existing = must_get_order(tx, &c.text(0)?).await?;
-        if matches!(existing.status, OrderStatus::Pending | OrderStatus::Ready) {
-            return Ok(existing);
+        match existing.status {
+            OrderStatus::Ready => return Ok(existing),
+            // Handing back a pending order would hide coverage that exists now (RFC 9444): the
+            // client would solve challenges the server no longer needs.
+            OrderStatus::Pending => {
+                return match covered.into_iter().collect::<Option<Vec<Link>>>() {
+                    Some(links) => relink_covered(tx, &existing, new, &links).await,
+                    None => Ok(existing),
+                };
+            }
+            _ => {}
         }
     }
     let id = new_id();
@@ -875,51 +1006,38 @@ pub(crate) async fn create_order<C: Conn>(tx: &mut Tx<C>, new: &NewAcmeOrder) ->
             (&new.profile).into(),
             new.not_before.into(),
             new.not_after.into(),
-                        new.expires.into(),
+            new.expires.into(),
             now.into(),
             key.into(),
         ],
     )
     .await?;
-    let mut linked: HashSet<String> = HashSet::new();
-    let mut decisions = Vec::with_capacity(new.identifiers.len());
-    let mut position = 0i64;
-    for item in &new.identifiers {
-        let ident = &item.order.identifier;
-        let (authz_id, how, ancestor) =
-            match covering_authz(tx, &new.account_id, ident, item.new_authz.wildcard).await? {
-                Some(Coverage::Exact(a)) => (a, "reused", None),
-                Some(Coverage::Ancestor(a, name)) => (a, "ancestor", Some(name)),
-                None => match reusable_pending(tx, &new.account_id, &item.new_authz).await? {
-                    Some(a) => (a, "pending-reused", None),
-                    None => (
-                        insert_authz(tx, &new.account_id, &item.new_authz).await?,
-                        "new",
-                        None,
-                    ),
+    let mut links = Vec::with_capacity(new.identifiers.len());
+    for (item, cover) in new.identifiers.iter().zip(covered) {
+        let link = match cover {
+            Some(l) => l,
+            None => match reusable_pending(tx, &new.account_id, &item.new_authz).await? {
+                Some(a) => Link {
+                    authz: a,
+                    how: "pending-reused",
+                    ancestor: None,
                 },
-            };
-        decisions.push(json!({
-            "identifier": identifier_json(ident),
-            "authz": authz_id,
-            "how": how,
-            "ancestor": ancestor,
-            "authz_identifier": if how == "new" || how == "pending-reused" {
-                Some(identifier_json(&item.new_authz.identifier))
-            } else {
-                None
+                None => Link {
+                    authz: insert_authz(tx, &new.account_id, &item.new_authz).await?,
+                    how: "new",
+                    ancestor: None,
+                },
             },
-        }));
-        // One ancestor authorization may cover several names of the order; link it once.
-        if linked.insert(authz_id.clone()) {
-            tx.c.exec(
-                "INSERT INTO acme_order_authzs (order_id, authz_id, position) VALUES ($1, $2, $3)",
-                &[(&id).into(), (&authz_id).into(), position.into()],
-            )
-            .await?;
-            position += 1;
-        }
+        };
+        links.push(link);
     }
+    insert_links(tx, &id, &links).await?;
+    let decisions: Vec<Value> = new
+        .identifiers
+        .iter()
+        .zip(&links)
+        .map(|(item, link)| link_decision(&item.order.identifier, link, &item.new_authz))
+        .collect();
     let order = must_get_order(tx, &id).await?;
     tx.audit(
         AuditDraft::new(account_actor(&new.account_id), "acme.order.created").details(json!({

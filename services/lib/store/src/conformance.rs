@@ -765,6 +765,7 @@ where
     crate::acme_conformance::acme_concurrent_validation(make().await).await;
     crate::acme_conformance::acme_concurrent_writes(make().await).await;
     crate::acme_conformance::acme_order_reuse(make().await).await;
+    crate::acme_conformance::acme_order_reuse_sees_new_coverage(make().await).await;
 }
 
 #[cfg(test)]
