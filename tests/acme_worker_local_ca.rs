@@ -193,6 +193,38 @@ async fn fifty_enrollments_through_the_pre_authorized_parent() {
     };
     assert_eq!(ok("add"), 1.0, "{body}");
     assert_eq!(ok("remove"), 1.0, "{body}");
+    // RFC 9444 §4.2: every device order named the pre-authorized parent as its ancestorDomain.
+    let ancestors = order_ancestors(&dev.dir.join("ragw.db"));
+    assert_eq!(ancestors.len(), DEVICES as usize, "{ancestors:?}");
+    for (name, ancestor) in &ancestors {
+        assert_eq!(ancestor.as_deref(), Some(DOMAIN), "{name}");
+    }
+}
+
+/// (identifier value, its ancestorDomain) of every identifier in the local CA's orders.
+fn order_ancestors(db: &Path) -> Vec<(String, Option<String>)> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = db.prepare("SELECT identifiers FROM acme_orders").unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.iter()
+        .flat_map(|ids| {
+            let ids: serde_json::Value = serde_json::from_str(ids).unwrap();
+            ids.as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    (
+                        i["value"].as_str().unwrap().to_string(),
+                        i["ancestorDomain"].as_str().map(str::to_string),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// One row per order the local CA holds: (identifier values, status).

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use crate::WorkerError;
 use crate::acme_http::{AcmeHttp, RequestLabels};
 use crate::dns::DnsProvider;
-use crate::upstream::{Upstream, UpstreamConfig};
+use crate::upstream::{RecordedOrder, Upstream, UpstreamConfig};
 
 fn default_concurrency() -> usize {
     8
@@ -110,6 +110,32 @@ pub struct Worker {
     upstreams: Vec<Arc<Upstream>>,
     dns: Arc<dyn DnsProvider>,
     metrics: WorkerMetrics,
+}
+
+/// How long a failed Extend waits before the next attempt (while the lease lasts).
+const EXTEND_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a lease ended before its job did.
+enum LeaseEnd {
+    /// The registrar says the lease is not ours (any more): another worker may hold the job.
+    Refused(tonic::Status),
+    /// Extend failed for other reasons until the lease ran out.
+    Expired,
+}
+
+/// Whether an Extend failure is the registrar's answer about the lease rather than a passing
+/// failure. The registrar answers FAILED_PRECONDITION when the lease is no longer held by this
+/// token and NOT_FOUND when the enrollment is gone; a request or credential it refuses will
+/// not be accepted on retry either.
+fn lease_refused(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::FailedPrecondition
+            | tonic::Code::NotFound
+            | tonic::Code::InvalidArgument
+            | tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+    )
 }
 
 /// How a job ended, for the registrar.
@@ -202,7 +228,7 @@ impl Worker {
                         };
                         let me = self.clone();
                         tokio::spawn(async move {
-                            me.work(job).await;
+                            me.work(job, started).await;
                             drop(permit);
                         });
                     }
@@ -220,36 +246,33 @@ impl Worker {
         let _ = tokio::time::timeout(Duration::from_secs(30), permits.acquire_many(total)).await;
     }
 
-    async fn work(&self, job: pb::Job) {
+    /// Runs one job while keeping its lease. `leased_at` is when the Lease call was sent: the
+    /// lease cannot have started earlier.
+    async fn work(&self, job: pb::Job, leased_at: Instant) {
         let span =
             tracing::info_span!("job", enrollment = %job.enrollment_id, attempt = job.attempt);
         let _enter = span.enter();
         drop(_enter);
-        // Keep the lease alive while the ACME conversation runs.
-        let keeper = {
-            let mut client = self.registrar.clone();
-            let (id, token) = (job.enrollment_id.clone(), job.lease_token.clone());
-            let secs = self.config.lease_seconds;
-            tokio::spawn(async move {
-                let every = Duration::from_secs(u64::from(secs.max(3) / 3));
-                loop {
-                    tokio::time::sleep(every).await;
-                    if let Err(s) = client
-                        .extend(pb::ExtendRequest {
-                            enrollment_id: id.clone(),
-                            lease_token: token.clone(),
-                            lease_seconds: secs,
-                        })
-                        .await
-                    {
-                        tracing::warn!(error = %s.message(), "could not extend the lease");
-                        return;
-                    }
+        let deadline = leased_at + Duration::from_secs(u64::from(self.config.lease_seconds));
+        // Whoever finishes first: the ACME work, or the lease. A job whose lease is gone may
+        // already be another worker's, so its work stops here and nothing is reported.
+        let outcome = tokio::select! {
+            outcome = self.issue(&job) => outcome,
+            end = self.keep_lease(&job, deadline) => {
+                self.job_result("lease_lost");
+                match end {
+                    LeaseEnd::Refused(s) => tracing::warn!(
+                        enrollment = %job.enrollment_id, code = ?s.code(), error = %s.message(),
+                        "the registrar refused to extend the lease; abandoning the job"
+                    ),
+                    LeaseEnd::Expired => tracing::warn!(
+                        enrollment = %job.enrollment_id,
+                        "the lease ran out while the registrar could not extend it; abandoning the job"
+                    ),
                 }
-            })
+                return;
+            }
         };
-        let outcome = self.issue(&job).await;
-        keeper.abort();
         let mut client = self.registrar.clone();
         match outcome {
             Ok(chain) => {
@@ -295,6 +318,50 @@ impl Worker {
         }
     }
 
+    /// Extends the lease every third of its length until the registrar refuses (the lease is
+    /// gone or not ours) or, while Extend keeps failing for other reasons, until the lease
+    /// may have run out.
+    ///
+    /// The lease is timed on this worker's clock from when it was asked for, so clock skew
+    /// between worker and registrar cannot stretch it.
+    async fn keep_lease(&self, job: &pb::Job, mut deadline: Instant) -> LeaseEnd {
+        let secs = self.config.lease_seconds;
+        let every = Duration::from_secs(u64::from(secs.max(3) / 3));
+        let mut client = self.registrar.clone();
+        let mut next = Instant::now() + every;
+        loop {
+            tokio::time::sleep_until(next.into()).await;
+            let sent = Instant::now();
+            // The call may take until the lease runs out; at least a moment, so a lease whose
+            // start is only known roughly (a long Lease poll) still gets one attempt.
+            let budget = deadline.saturating_duration_since(sent).max(EXTEND_RETRY);
+            let extend = client.extend(pb::ExtendRequest {
+                enrollment_id: job.enrollment_id.clone(),
+                lease_token: job.lease_token.clone(),
+                lease_seconds: secs,
+            });
+            let error = match tokio::time::timeout(budget, extend).await {
+                Ok(Ok(_)) => {
+                    deadline = sent + Duration::from_secs(u64::from(secs));
+                    next = sent + every;
+                    continue;
+                }
+                Ok(Err(s)) if lease_refused(s.code()) => return LeaseEnd::Refused(s),
+                Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                Err(_) => "no answer".to_string(),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return LeaseEnd::Expired;
+            }
+            tracing::warn!(
+                enrollment = %job.enrollment_id, error,
+                "could not extend the lease; retrying while it lasts"
+            );
+            next = (now + EXTEND_RETRY.min(every)).min(deadline);
+        }
+    }
+
     fn job_result(&self, result: &str) {
         self.metrics
             .jobs
@@ -305,16 +372,15 @@ impl Worker {
     }
 
     async fn issue(&self, job: &pb::Job) -> Result<Vec<Vec<u8>>, JobFailure> {
-        let upstream = self
-            .upstream_for(&job.profile)
-            .map_err(|e| failure(&e, None))?;
-        let result = self.issue_with(&upstream, job).await;
-        result.map_err(|e| failure(&e, upstream.http.take_retry_after()))
+        let upstream = self.upstream_for(&job.profile).map_err(|e| failure(&e))?;
+        self.issue_with(&upstream, job)
+            .await
+            .map_err(|e| failure(&e))
     }
 
     async fn issue_with(
         &self,
-        upstream: &Upstream,
+        upstream: &Arc<Upstream>,
         job: &pb::Job,
     ) -> Result<Vec<Vec<u8>>, WorkerError> {
         let (account, _) = upstream.account().await?;
@@ -325,21 +391,38 @@ impl Worker {
                     problem_type: "urn:ietf:params:acme:error:unsupportedIdentifier".into(),
                     detail: format!("IP address {name} cannot be validated with dns-01"),
                     status: 400,
+                    retry_after: None,
                 });
             }
             identifiers.push(Identifier::Dns(name.clone()));
         }
-        let mut order = match self.resume(account, job).await {
+        let mut order = match self.resume(upstream, job).await? {
             Some(order) => order,
             None => {
                 // Pre-authorize the parent domain once, so the order below comes back ready.
-                let preauthorized = upstream
-                    .ensure_parent_authorization(&job.parent_domain, self.dns.as_ref())
-                    .await?;
-                let order = account
-                    .new_order(&NewOrder::new(&identifiers))
+                // The authorization is shared with every job under the parent (they wait for
+                // it), so it runs to its end even if this job is abandoned.
+                let preauthorized = {
+                    let (upstream, dns) = (upstream.clone(), self.dns.clone());
+                    let parent = job.parent_domain.clone();
+                    tokio::spawn(async move {
+                        upstream
+                            .ensure_parent_authorization(&parent, dns.as_ref())
+                            .await
+                    })
                     .await
-                    .map_err(WorkerError::from_acme)?;
+                    .map_err(|e| WorkerError::Http(format!("parent authorization: {e}")))??
+                };
+                let order = if preauthorized {
+                    upstream
+                        .new_order_under(&job.names, &job.parent_domain)
+                        .await?
+                } else {
+                    account
+                        .new_order(&NewOrder::new(&identifiers))
+                        .await
+                        .map_err(WorkerError::from_acme)?
+                };
                 self.registrar
                     .clone()
                     .record_order(pb::RecordOrderRequest {
@@ -371,6 +454,7 @@ impl Worker {
                         problem_type: "urn:ietf:params:acme:error:orderInvalid".into(),
                         detail: "the CA marked the order invalid".into(),
                         status: 403,
+                        retry_after: None,
                     },
                 });
             }
@@ -400,30 +484,38 @@ impl Worker {
         Ok(chain)
     }
 
-    /// The recorded order, when it is still usable.
-    async fn resume(&self, account: &instant_acme::Account, job: &pb::Job) -> Option<Order> {
-        if job.acme_order_url.is_empty() {
-            return None;
+    /// The recorded order, when it is still usable; `None` when there is none or the CA says
+    /// it is gone for good. Any other failure to read it fails the job as retryable: ordering
+    /// again because of a passing error would leave two orders for one enrollment.
+    async fn resume(
+        &self,
+        upstream: &Upstream,
+        job: &pb::Job,
+    ) -> Result<Option<Order>, WorkerError> {
+        let url = &job.acme_order_url;
+        if url.is_empty() {
+            return Ok(None);
         }
-        match account.order(job.acme_order_url.clone()).await {
-            Ok(mut order) => {
-                if order.state().status == OrderStatus::Invalid {
-                    return None;
-                }
-                tracing::info!(url = %job.acme_order_url, "resuming the recorded order");
-                Some(order)
+        match upstream.recorded_order(url).await {
+            Ok(RecordedOrder::Usable(order)) => {
+                tracing::info!(url = %url, "resuming the recorded order");
+                Ok(Some(*order))
             }
-            Err(e) => {
-                tracing::warn!(url = %job.acme_order_url, error = %e, "cannot resume the recorded order; placing a new one");
-                None
+            Ok(RecordedOrder::Gone(why)) => {
+                tracing::warn!(url = %url, why, "the recorded order is unusable; placing a new one");
+                Ok(None)
             }
+            Err(e) => Err(WorkerError::OrderUnreachable(Box::new(e))),
         }
     }
 
     /// dns-01 for every authorization that is not valid yet; records are removed afterwards,
     /// whether validation passed or not.
     async fn answer_challenges(&self, order: &mut Order) -> Result<(), WorkerError> {
-        let mut published: Vec<(String, String)> = Vec::new();
+        let mut published = ChallengeRecords {
+            dns: self.dns.clone(),
+            records: Vec::new(),
+        };
         let result = async {
             let mut authorizations = order.authorizations();
             while let Some(authz) = authorizations.next().await {
@@ -446,7 +538,7 @@ impl Worker {
                     .add_txt(&record, &value)
                     .await
                     .map_err(|e| WorkerError::Dns(e.to_string()))?;
-                published.push((record, value));
+                published.records.push((record, value));
                 challenge
                     .set_ready()
                     .await
@@ -461,27 +553,61 @@ impl Worker {
                     problem_type: "urn:ietf:params:acme:error:unauthorized".into(),
                     detail: format!("dns-01 validation ended {status:?}"),
                     status: 403,
+                    retry_after: None,
                 });
             }
             Ok(())
         }
         .await;
-        for (record, value) in published {
-            if let Err(e) = self.dns.remove_txt(&record, &value).await {
-                tracing::warn!(error = %e, record, "could not remove a challenge record");
-            }
-        }
+        published.remove().await;
         result
     }
 }
 
-/// Retryable or not, as draft-ietf-acme-integrations maps ACME problems.
-fn failure(e: &WorkerError, retry_after: Option<Duration>) -> JobFailure {
+/// dns-01 records a job published. They are removed once validation is decided; a job
+/// abandoned before that (its lease lost) drops this, and the records are removed in the
+/// background instead of lingering in the zone.
+struct ChallengeRecords {
+    dns: Arc<dyn DnsProvider>,
+    records: Vec<(String, String)>,
+}
+
+impl ChallengeRecords {
+    async fn remove(mut self) {
+        remove_records(self.dns.as_ref(), std::mem::take(&mut self.records)).await;
+    }
+}
+
+impl Drop for ChallengeRecords {
+    fn drop(&mut self) {
+        if self.records.is_empty() {
+            return;
+        }
+        let (dns, records) = (self.dns.clone(), std::mem::take(&mut self.records));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { remove_records(dns.as_ref(), records).await });
+        }
+    }
+}
+
+async fn remove_records(dns: &dyn DnsProvider, records: Vec<(String, String)>) {
+    for (record, value) in records {
+        if let Err(e) = dns.remove_txt(&record, &value).await {
+            tracing::warn!(error = %e, record, "could not remove a challenge record");
+        }
+    }
+}
+
+/// Retryable or not, as draft-ietf-acme-integrations maps ACME problems. A Retry-After the CA
+/// sent with the failing answer goes along; the registrar waits max(backoff, Retry-After).
+fn failure(e: &WorkerError) -> JobFailure {
+    let retry_after = e.retry_after();
     match e {
         WorkerError::Acme {
             problem_type,
             detail,
             status,
+            ..
         } => {
             let short = problem_type.rsplit(':').next().unwrap_or_default();
             let retryable = matches!(
@@ -524,12 +650,18 @@ fn failure(e: &WorkerError, retry_after: Option<Duration>) -> JobFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use ragw_proto::registrar::v1::worker_service_server::{WorkerService, WorkerServiceServer};
+    use tonic::{Request, Response, Status};
 
     fn acme(problem: &str, status: u16) -> WorkerError {
         WorkerError::Acme {
             problem_type: format!("urn:ietf:params:acme:error:{problem}"),
             detail: "d".into(),
             status,
+            retry_after: None,
         }
     }
 
@@ -542,7 +674,7 @@ mod tests {
             "connection",
             "dns",
         ] {
-            assert!(failure(&acme(p, 400), None).retryable, "{p}");
+            assert!(failure(&acme(p, 400)).retryable, "{p}");
         }
         for p in [
             "badCSR",
@@ -551,20 +683,199 @@ mod tests {
             "malformed",
             "unsupportedIdentifier",
         ] {
-            assert!(!failure(&acme(p, 400), None).retryable, "{p}");
+            assert!(!failure(&acme(p, 400)).retryable, "{p}");
         }
         // Whatever the type, a 5xx or 429 is the CA's trouble, not the request's.
-        assert!(failure(&acme("somethingNew", 503), None).retryable);
-        assert!(failure(&acme("somethingNew", 429), None).retryable);
-        assert!(failure(&WorkerError::Http("reset".into()), None).retryable);
+        assert!(failure(&acme("somethingNew", 503)).retryable);
+        assert!(failure(&acme("somethingNew", 429)).retryable);
+        assert!(failure(&WorkerError::Http("reset".into())).retryable);
     }
 
     #[test]
     fn the_problem_and_retry_after_reach_the_registrar() {
-        let f = failure(&acme("rateLimited", 429), Some(Duration::from_secs(120)));
+        let mut e = acme("rateLimited", 429);
+        if let WorkerError::Acme { retry_after, .. } = &mut e {
+            *retry_after = Some(Duration::from_secs(120));
+        }
+        let f = failure(&e);
         let p = f.problem.unwrap();
         assert_eq!(p.r#type, "urn:ietf:params:acme:error:rateLimited");
         assert_eq!(p.status, 429);
         assert_eq!(f.retry_after, Some(Duration::from_secs(120)));
+        // Without one, the registrar's backoff alone decides.
+        assert_eq!(failure(&acme("rateLimited", 429)).retry_after, None);
+    }
+
+    #[test]
+    fn an_unreadable_recorded_order_is_retried_not_reordered() {
+        let mut inner = acme("malformed", 400);
+        if let WorkerError::Acme { retry_after, .. } = &mut inner {
+            *retry_after = Some(Duration::from_secs(30));
+        }
+        let f = failure(&WorkerError::OrderUnreachable(Box::new(inner)));
+        assert!(f.retryable);
+        assert_eq!(f.retry_after, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn only_the_registrar_s_answers_about_the_lease_end_it() {
+        for code in [
+            tonic::Code::FailedPrecondition,
+            tonic::Code::NotFound,
+            tonic::Code::PermissionDenied,
+        ] {
+            assert!(lease_refused(code), "{code:?}");
+        }
+        for code in [
+            tonic::Code::Unavailable,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::Internal,
+            tonic::Code::Unknown,
+            tonic::Code::Cancelled,
+        ] {
+            assert!(!lease_refused(code), "{code:?}");
+        }
+    }
+
+    /// A registrar whose Extend succeeds `ok_first` times, then answers `then`.
+    #[derive(Clone)]
+    struct Registrar(Arc<Script>);
+
+    struct Script {
+        ok_first: usize,
+        then: tonic::Code,
+        extends: AtomicUsize,
+        reports: Mutex<Vec<&'static str>>,
+    }
+
+    #[tonic::async_trait]
+    impl WorkerService for Registrar {
+        async fn lease(
+            &self,
+            _: Request<pb::LeaseRequest>,
+        ) -> Result<Response<pb::LeaseResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn extend(
+            &self,
+            _: Request<pb::ExtendRequest>,
+        ) -> Result<Response<pb::ExtendResponse>, Status> {
+            if self.0.extends.fetch_add(1, Ordering::SeqCst) < self.0.ok_first {
+                return Ok(Response::new(pb::ExtendResponse {
+                    lease_deadline_unix_micros: 0,
+                }));
+            }
+            Err(Status::new(self.0.then, "scripted"))
+        }
+
+        async fn record_order(
+            &self,
+            _: Request<pb::RecordOrderRequest>,
+        ) -> Result<Response<pb::RecordOrderResponse>, Status> {
+            self.0.reports.lock().unwrap().push("RecordOrder");
+            Ok(Response::new(pb::RecordOrderResponse {}))
+        }
+
+        async fn complete(
+            &self,
+            _: Request<pb::CompleteRequest>,
+        ) -> Result<Response<pb::CompleteResponse>, Status> {
+            self.0.reports.lock().unwrap().push("Complete");
+            Ok(Response::new(pb::CompleteResponse {}))
+        }
+
+        async fn fail(
+            &self,
+            _: Request<pb::FailRequest>,
+        ) -> Result<Response<pb::FailResponse>, Status> {
+            self.0.reports.lock().unwrap().push("Fail");
+            Ok(Response::new(pb::FailResponse::default()))
+        }
+    }
+
+    struct NoDns;
+
+    #[async_trait::async_trait]
+    impl DnsProvider for NoDns {
+        async fn add_txt(&self, _: &str, _: &str) -> Result<(), crate::dns::DnsError> {
+            Ok(())
+        }
+        async fn remove_txt(&self, _: &str, _: &str) -> Result<(), crate::dns::DnsError> {
+            Ok(())
+        }
+        fn name(&self) -> &str {
+            "none"
+        }
+    }
+
+    /// Runs one job against a CA that never answers, so only the lease can end it.
+    async fn run_job_until_the_lease_ends(ok_first: usize, then: tonic::Code) -> Arc<Script> {
+        let registrar = Arc::new(Script {
+            ok_first,
+            then,
+            extends: AtomicUsize::new(0),
+            reports: Mutex::new(Vec::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(WorkerServiceServer::new(Registrar(registrar.clone())))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let ca = crate::test_support::silent_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config: WorkerConfig = serde_json::from_value(serde_json::json!({
+            "lease_seconds": 3,
+            "upstreams": [{
+                "directory_url": format!("{ca}/dir"),
+                "account_file": dir.path().join("account.json"),
+            }],
+        }))
+        .unwrap();
+        let metrics = WorkerMetrics::default();
+        let worker = Worker::new(
+            "w".into(),
+            config,
+            channel,
+            Arc::new(NoDns),
+            metrics.clone(),
+        )
+        .unwrap();
+        let job = pb::Job {
+            enrollment_id: "e1".into(),
+            lease_token: "0".repeat(32),
+            names: vec!["d1.devices.example.com".into()],
+            parent_domain: "devices.example.com".into(),
+            profile: "default".into(),
+            ..Default::default()
+        };
+        worker.work(job, Instant::now()).await;
+        let lost = metrics
+            .jobs
+            .get_or_create(&JobLabels {
+                result: "lease_lost".into(),
+            })
+            .get();
+        assert_eq!(lost, 1);
+        registrar
+    }
+
+    #[tokio::test]
+    async fn a_refused_extend_abandons_the_job_without_reporting_it() {
+        let registrar = run_job_until_the_lease_ends(2, tonic::Code::FailedPrecondition).await;
+        assert_eq!(registrar.extends.load(Ordering::SeqCst), 3);
+        assert!(registrar.reports.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failing_extends_are_retried_until_the_lease_runs_out() {
+        let registrar = run_job_until_the_lease_ends(0, tonic::Code::Unavailable).await;
+        assert!(registrar.extends.load(Ordering::SeqCst) >= 2);
+        assert!(registrar.reports.lock().unwrap().is_empty());
     }
 }

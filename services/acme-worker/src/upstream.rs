@@ -2,11 +2,15 @@
 //! pre-authorizations (RFC 8555 §7.4.1 with RFC 9444 `subdomainAuthAllowed`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
+use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount, Order};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -53,6 +57,14 @@ fn yes() -> bool {
 
 fn default_renew_before() -> u64 {
     24
+}
+
+/// A recorded order, as the CA describes it now.
+pub enum RecordedOrder {
+    /// Still usable: the job resumes it.
+    Usable(Box<Order>),
+    /// Definitively gone or unusable (why): the job places a new order.
+    Gone(String),
 }
 
 pub struct Upstream {
@@ -102,7 +114,8 @@ impl Upstream {
             .map(str::to_string))
     }
 
-    /// The account, loaded from its file or created once and saved 0600.
+    /// The account, loaded from its file or created once and published 0600 (see
+    /// [`publish_new_file`]: workers starting together on an empty volume agree on one account).
     pub async fn account(&self) -> Result<&(Account, Arc<RawSigner>), WorkerError> {
         self.account
             .get_or_try_init(|| async {
@@ -117,60 +130,9 @@ impl Upstream {
                 let builder = Account::builder_with_http(Box::new(self.http.clone()));
                 let path = &self.config.account_file;
                 let credentials: AccountCredentials = match tokio::fs::read(path).await {
-                    Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                        WorkerError::Config(format!("account file {}: {e}", path.display()))
-                    })?,
+                    Ok(bytes) => parse_credentials(path, &bytes)?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let contacts: Vec<&str> =
-                            self.config.contact.iter().map(String::as_str).collect();
-                        let eab = match (&self.config.eab_kid, &self.config.eab_hmac_file) {
-                            (Some(kid), Some(file)) => {
-                                let text = tokio::fs::read_to_string(file).await.map_err(|e| {
-                                    WorkerError::Config(format!(
-                                        "EAB HMAC file {}: {e}",
-                                        file.display()
-                                    ))
-                                })?;
-                                let key = base64::Engine::decode(
-                                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                                    text.trim().trim_end_matches('='),
-                                )
-                                .map_err(|_| {
-                                    WorkerError::Config("the EAB HMAC key is not base64url".into())
-                                })?;
-                                Some(ExternalAccountKey::new(kid.clone(), &key))
-                            }
-                            (None, None) => None,
-                            _ => {
-                                return Err(WorkerError::Config(
-                                    "EAB needs both eab_kid and eab_hmac_file".into(),
-                                ));
-                            }
-                        };
-                        let (_, credentials) =
-                            Account::builder_with_http(Box::new(self.http.clone()))
-                                .create(
-                                    &NewAccount {
-                                        contact: &contacts,
-                                        terms_of_service_agreed: true,
-                                        only_return_existing: false,
-                                    },
-                                    self.config.directory_url.clone(),
-                                    eab.as_ref(),
-                                )
-                                .await
-                                .map_err(WorkerError::from_acme)?;
-                        let json = serde_json::to_vec(&credentials).map_err(|e| {
-                            WorkerError::Config(format!("account credentials: {e}"))
-                        })?;
-                        ragw_runtime::identity::write_private_file(path, &json).map_err(|e| {
-                            WorkerError::Config(format!(
-                                "saving the account to {}: {e}",
-                                path.display()
-                            ))
-                        })?;
-                        tracing::info!(file = %path.display(), "created an ACME account");
-                        credentials
+                        self.create_account().await?
                     }
                     Err(e) => {
                         return Err(WorkerError::Config(format!(
@@ -188,6 +150,146 @@ impl Upstream {
                 Ok::<_, WorkerError>((account, Arc::new(signer)))
             })
             .await
+    }
+
+    /// Registers a new account and publishes its credentials, unless another worker sharing
+    /// the file published first: then that account is used and ours is deactivated.
+    async fn create_account(&self) -> Result<AccountCredentials, WorkerError> {
+        let path = self.config.account_file.clone();
+        let contacts: Vec<&str> = self.config.contact.iter().map(String::as_str).collect();
+        let eab = match (&self.config.eab_kid, &self.config.eab_hmac_file) {
+            (Some(kid), Some(file)) => {
+                let text = tokio::fs::read_to_string(file).await.map_err(|e| {
+                    WorkerError::Config(format!("EAB HMAC file {}: {e}", file.display()))
+                })?;
+                let key = base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    text.trim().trim_end_matches('='),
+                )
+                .map_err(|_| WorkerError::Config("the EAB HMAC key is not base64url".into()))?;
+                Some(ExternalAccountKey::new(kid.clone(), &key))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(WorkerError::Config(
+                    "EAB needs both eab_kid and eab_hmac_file".into(),
+                ));
+            }
+        };
+        let (ours, credentials) = Account::builder_with_http(Box::new(self.http.clone()))
+            .create(
+                &NewAccount {
+                    contact: &contacts,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                self.config.directory_url.clone(),
+                eab.as_ref(),
+            )
+            .await
+            .map_err(WorkerError::from_acme)?;
+        let (credentials, published) =
+            tokio::task::spawn_blocking(move || save_credentials(&path, credentials))
+                .await
+                .map_err(|e| WorkerError::Config(format!("saving the account: {e}")))??;
+        let file = self.config.account_file.display();
+        if published {
+            tracing::info!(file = %file, "created an ACME account");
+        } else {
+            tracing::info!(file = %file, "another worker created the ACME account first; using it");
+            // Ours was never used; leaving it active would only clutter the CA.
+            if let Err(e) = ours.deactivate().await {
+                tracing::debug!(error = %e, "could not deactivate the unused account");
+            }
+        }
+        Ok(credentials)
+    }
+
+    /// Places an order whose identifiers name `parent` as their RFC 9444 `ancestorDomain`
+    /// (RFC 9444 §4.2), so a CA holding the parent's subdomain authorization can answer with
+    /// a ready order. instant-acme cannot express the field, so the request is signed here and
+    /// the order handed to instant-acme for the rest of the conversation.
+    pub async fn new_order_under(
+        &self,
+        names: &[String],
+        parent: &str,
+    ) -> Result<Order, WorkerError> {
+        let new_order = self
+            .directory()
+            .await?
+            .get("newOrder")
+            .and_then(Value::as_str)
+            .ok_or_else(|| WorkerError::Config("the ACME directory has no newOrder".into()))?
+            .to_string();
+        let (account, signer) = self.account().await?;
+        let payload = json!({ "identifiers": order_identifiers(names, parent) });
+        let (parts, state) = signer.post(&self.http, &new_order, Some(&payload)).await?;
+        let url = parts
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| WorkerError::Http("newOrder answered without a Location".into()))?;
+        self.load_order(account, &url, &parts, &state).await
+    }
+
+    /// The order recorded for a job, if it can still be finished. `Gone` only when the CA says
+    /// so definitively; anything that may pass (network, 5xx, rate limits) is an error, so the
+    /// job is retried instead of ordering the same names again.
+    pub async fn recorded_order(&self, url: &str) -> Result<RecordedOrder, WorkerError> {
+        let (account, signer) = self.account().await?;
+        if !self.hosts(url).await? {
+            return Ok(RecordedOrder::Gone(format!(
+                "it is not on the CA at {}",
+                self.config.directory_url
+            )));
+        }
+        let (parts, state) = match signer.post(&self.http, url, None).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                return match order_gone(&e) {
+                    Some(why) => Ok(RecordedOrder::Gone(why)),
+                    None => Err(e),
+                };
+            }
+        };
+        if let Some(why) = order_unusable(&state, now_secs()) {
+            return Ok(RecordedOrder::Gone(why));
+        }
+        self.load_order(account, url, &parts, &state)
+            .await
+            .map(|o| RecordedOrder::Usable(Box::new(o)))
+    }
+
+    /// Hands an order object just received to instant-acme without asking the CA again.
+    async fn load_order(
+        &self,
+        account: &Account,
+        url: &str,
+        parts: &http::response::Parts,
+        state: &Value,
+    ) -> Result<Order, WorkerError> {
+        let _primed = self.http.prime(url, parts, state)?;
+        account
+            .order(url.to_string())
+            .await
+            .map_err(WorkerError::from_acme)
+    }
+
+    /// Whether `url` is on this CA (the origin of its directory or newOrder), so an order
+    /// recorded against a CA the operator has since replaced is not fetched forever.
+    async fn hosts(&self, url: &str) -> Result<bool, WorkerError> {
+        let Some(theirs) = origin(url) else {
+            return Ok(false);
+        };
+        let new_order = self
+            .directory()
+            .await?
+            .get("newOrder")
+            .and_then(Value::as_str)
+            .and_then(origin);
+        Ok(origin(&self.config.directory_url).as_ref() == Some(&theirs)
+            || new_order.as_ref() == Some(&theirs))
     }
 
     /// Makes sure `parent` has a valid authorization covering its subdomains. Returns false
@@ -239,6 +341,7 @@ impl Upstream {
                 problem_type: "urn:ietf:params:acme:error:rejectedIdentifier".into(),
                 detail: format!("the CA authorized {parent} but not its subdomains (RFC 9444)"),
                 status: 403,
+                retry_after: None,
             });
         }
         let expires = authz
@@ -320,6 +423,7 @@ impl Upstream {
                                 detail.get("detail").and_then(Value::as_str).unwrap_or("")
                             ),
                             status: 403,
+                            retry_after: None,
                         });
                     }
                 }
@@ -335,5 +439,460 @@ impl Upstream {
             tracing::warn!(error = %e, record, "could not remove a challenge record");
         }
         result
+    }
+}
+
+/// RFC 9444 §4.2 identifiers: each name under `parent` carries it as `ancestorDomain`; a name
+/// that is not a proper subdomain (the parent itself) goes without, as a CA must refuse it.
+fn order_identifiers(names: &[String], parent: &str) -> Vec<Value> {
+    names
+        .iter()
+        .map(|name| {
+            if is_proper_subdomain(name.trim_start_matches("*."), parent) {
+                json!({"type": "dns", "value": name, "ancestorDomain": parent})
+            } else {
+                json!({"type": "dns", "value": name})
+            }
+        })
+        .collect()
+}
+
+/// Label-wise: `a.example.com` is under `example.com`, `aexample.com` is not.
+fn is_proper_subdomain(name: &str, parent: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let parent = parent.trim_end_matches('.').to_ascii_lowercase();
+    !parent.is_empty()
+        && name.len() > parent.len() + 1
+        && name.ends_with(&parent)
+        && name.as_bytes()[name.len() - parent.len() - 1] == b'.'
+}
+
+/// Scheme and authority of a URL, compared case-insensitively.
+fn origin(url: &str) -> Option<(String, String)> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    Some((
+        uri.scheme_str()?.to_ascii_lowercase(),
+        uri.authority()?.as_str().to_ascii_lowercase(),
+    ))
+}
+
+/// Why an error fetching an order means it will never be usable: the CA does not have it
+/// (404, 410) or it belongs to another account (RFC 8555 §6.7 `unauthorized`, 403).
+fn order_gone(e: &WorkerError) -> Option<String> {
+    let WorkerError::Acme {
+        problem_type,
+        detail,
+        status,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    match status {
+        404 | 410 => Some(format!("the CA answers HTTP {status}: {detail}")),
+        403 if problem_type == "urn:ietf:params:acme:error:unauthorized" => Some(format!(
+            "the CA refuses this account access to it: {detail}"
+        )),
+        _ => None,
+    }
+}
+
+/// Why an order object can no longer lead to a certificate: `invalid` (RFC 8555 §7.1.6; an
+/// expired order becomes invalid, some CAs say `expired`), or still pending or ready past its
+/// `expires`. A `valid` or `processing` order is kept whatever its expiry: the certificate is
+/// there or on its way.
+fn order_unusable(state: &Value, now: i64) -> Option<String> {
+    let status = state.get("status").and_then(Value::as_str).unwrap_or("");
+    match status {
+        "invalid" | "expired" => Some(format!("its status is {status}")),
+        "pending" | "ready" => {
+            let expires = state
+                .get("expires")
+                .and_then(Value::as_str)
+                .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())?;
+            (expires.unix_timestamp() <= now).then(|| format!("it expired at {expires}"))
+        }
+        _ => None,
+    }
+}
+
+fn parse_credentials(path: &Path, bytes: &[u8]) -> Result<AccountCredentials, WorkerError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| WorkerError::Config(format!("account file {}: {e}", path.display())))
+}
+
+/// Publishes `credentials` at `path` unless another creator did first. Returns the credentials
+/// the file holds afterwards, and whether they are ours.
+fn save_credentials(
+    path: &Path,
+    credentials: AccountCredentials,
+) -> Result<(AccountCredentials, bool), WorkerError> {
+    let json = serde_json::to_vec(&credentials)
+        .map_err(|e| WorkerError::Config(format!("account credentials: {e}")))?;
+    let saving = |e: io::Error| {
+        WorkerError::Config(format!("saving the account to {}: {e}", path.display()))
+    };
+    match publish_new_file(path, &json).map_err(saving)? {
+        Publication::Ours => Ok((credentials, true)),
+        Publication::Existing(bytes) => Ok((parse_credentials(path, &bytes)?, false)),
+    }
+}
+
+/// How [`publish_new_file`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Publication {
+    /// Our contents are at the path.
+    Ours,
+    /// The path already held these contents; ours were discarded.
+    Existing(Vec<u8>),
+}
+
+/// Makes temporary names unique between threads of one process (the pid covers processes).
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `contents` to `path` (mode 0600) unless a file is already there, without ever
+/// replacing it or showing a partial file: the contents go to a unique temporary file in the
+/// same directory first, which is then hard-linked to `path`. `link(2)` fails instead of
+/// replacing an existing name, so of several concurrent creators exactly one wins and the
+/// others read the winner's complete file.
+fn publish_new_file(path: &Path, contents: &[u8]) -> io::Result<Publication> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?
+        .to_string_lossy()
+        .into_owned();
+    fs::create_dir_all(&dir)?;
+    let (tmp, mut file) = loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            // Left behind by a crashed process that had our pid.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let result = (|| {
+        // A restrictive umask could leave the owner without read access.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {
+                // The new name survives a crash only once the directory is synced; failing
+                // that only costs durability, not correctness.
+                if let Err(e) = fs::File::open(&dir).and_then(|d| d.sync_all()) {
+                    tracing::debug!(error = %e, dir = %dir.display(), "could not sync the directory");
+                }
+                Ok(Publication::Ours)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Ok(Publication::Existing(fs::read(path)?))
+            }
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("publishing by hard link (the volume must support hard links): {e}"),
+            )),
+        }
+    })();
+    if let Err(e) = fs::remove_file(&tmp) {
+        tracing::debug!(error = %e, file = %tmp.display(), "could not remove a temporary file");
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::test_support::{Canned, FakeServer, account_json, acme_directory};
+    use prometheus_client::metrics::family::Family;
+
+    #[test]
+    fn identifiers_under_the_parent_name_it_as_their_ancestor() {
+        let names = [
+            "d1.devices.example.com",
+            "D2.Devices.Example.COM",
+            "*.d3.devices.example.com",
+            "devices.example.com",
+            "xdevices.example.com",
+            "other.test",
+        ]
+        .map(String::from);
+        let ids = order_identifiers(&names, "devices.example.com");
+        let ancestors: Vec<Option<&str>> = ids
+            .iter()
+            .map(|i| i.get("ancestorDomain").and_then(Value::as_str))
+            .collect();
+        let p = Some("devices.example.com");
+        assert_eq!(ancestors, [p, p, p, None, None, None]);
+        assert_eq!(
+            ids[0],
+            json!({"type": "dns", "value": "d1.devices.example.com", "ancestorDomain": "devices.example.com"})
+        );
+    }
+
+    #[test]
+    fn only_a_definitive_answer_makes_a_recorded_order_gone() {
+        let acme = |problem: &str, status: u16| WorkerError::Acme {
+            problem_type: format!("urn:ietf:params:acme:error:{problem}"),
+            detail: "d".into(),
+            status,
+            retry_after: None,
+        };
+        assert!(order_gone(&acme("malformed", 404)).is_some());
+        assert!(order_gone(&acme("", 410)).is_some());
+        assert!(order_gone(&acme("unauthorized", 403)).is_some());
+        for passing in [
+            acme("serverInternal", 500),
+            acme("", 502),
+            acme("rateLimited", 429),
+            acme("badNonce", 400),
+            acme("malformed", 400),
+            WorkerError::Http("connection reset".into()),
+        ] {
+            assert!(order_gone(&passing).is_none(), "{passing:?}");
+        }
+
+        let now = 1_700_000_000;
+        let past = "2023-01-01T00:00:00Z";
+        let future = "2099-01-01T00:00:00Z";
+        let state = |status: &str, expires: &str| json!({"status": status, "expires": expires});
+        assert!(order_unusable(&state("invalid", future), now).is_some());
+        assert!(order_unusable(&state("expired", future), now).is_some());
+        assert!(order_unusable(&state("pending", past), now).is_some());
+        assert!(order_unusable(&state("ready", past), now).is_some());
+        assert!(order_unusable(&state("ready", future), now).is_none());
+        assert!(order_unusable(&state("valid", past), now).is_none());
+        assert!(order_unusable(&state("processing", past), now).is_none());
+        assert!(order_unusable(&json!({"status": "pending"}), now).is_none());
+    }
+
+    #[test]
+    fn origins_compare_scheme_and_authority() {
+        assert_eq!(
+            origin("https://CA.example:14000/order/1"),
+            origin("https://ca.example:14000/dir")
+        );
+        assert_ne!(
+            origin("https://ca.example/order/1"),
+            origin("http://ca.example/dir")
+        );
+        assert_ne!(
+            origin("https://old.example/order/1"),
+            origin("https://ca.example/dir")
+        );
+        assert_eq!(origin("not a url"), None);
+    }
+
+    #[test]
+    fn concurrent_creators_publish_one_file_and_readers_never_see_part_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("account.json");
+        let creators = 8;
+        let barrier = std::sync::Barrier::new(creators + 1);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        // Large enough that a write could be observed half-way if it were published early.
+        let contents: Vec<Vec<u8>> = (0..creators)
+            .map(|i| format!("{i}:{}", "x".repeat(256 * 1024)).into_bytes())
+            .collect();
+        let (results, reads) = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                barrier.wait();
+                let mut reads = Vec::new();
+                while !done.load(Ordering::SeqCst) {
+                    if let Ok(bytes) = fs::read(&path) {
+                        reads.push(bytes);
+                    }
+                }
+                reads
+            });
+            let handles: Vec<_> = contents
+                .iter()
+                .map(|c| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        publish_new_file(&path, c).unwrap()
+                    })
+                })
+                .collect();
+            let results: Vec<Publication> =
+                handles.into_iter().map(|h| h.join().unwrap()).collect();
+            done.store(true, Ordering::SeqCst);
+            (results, reader.join().unwrap())
+        });
+        let on_disk = fs::read(&path).unwrap();
+        let winners = results.iter().filter(|r| **r == Publication::Ours).count();
+        assert_eq!(winners, 1, "{results:?}");
+        for (mine, result) in contents.iter().zip(&results) {
+            let ends_with = match result {
+                Publication::Ours => mine,
+                Publication::Existing(theirs) => theirs,
+            };
+            assert_eq!(ends_with, &on_disk);
+        }
+        for read in reads {
+            assert_eq!(read, on_disk, "a reader saw a partial or different file");
+        }
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["account.json"], "temporary files left behind");
+
+        // An existing file is never replaced.
+        assert_eq!(
+            publish_new_file(&path, b"late").unwrap(),
+            Publication::Existing(on_disk.clone())
+        );
+        assert_eq!(fs::read(&path).unwrap(), on_disk);
+    }
+
+    #[test]
+    fn racing_workers_end_up_with_the_same_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("account.json");
+        let workers = 6;
+        let barrier = std::sync::Barrier::new(workers);
+        let kept: Vec<(String, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let ours: AccountCredentials =
+                            serde_json::from_slice(&account_json("https://ca.example")).unwrap();
+                        barrier.wait();
+                        let (kept, published) = save_credentials(&path, ours).unwrap();
+                        (serde_json::to_string(&kept).unwrap(), published)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(kept.iter().filter(|(_, published)| *published).count(), 1);
+        let on_disk = fs::read_to_string(&path).unwrap();
+        for (credentials, _) in &kept {
+            assert_eq!(credentials, &on_disk);
+        }
+    }
+
+    fn upstream(base: &str, dir: &Path) -> Upstream {
+        let account_file = dir.join("account.json");
+        fs::write(&account_file, account_json(base)).unwrap();
+        let config: UpstreamConfig = serde_json::from_value(json!({
+            "directory_url": format!("{base}/dir"),
+            "account_file": account_file,
+        }))
+        .unwrap();
+        Upstream::new(config, AcmeHttp::new(None, Family::default()).unwrap())
+    }
+
+    fn order(base: &str, status: &str) -> Value {
+        json!({
+            "status": status,
+            "expires": "2099-01-01T00:00:00Z",
+            "identifiers": [{"type": "dns", "value": "d1.devices.example.com"}],
+            "authorizations": [format!("{base}/authz/1")],
+            "finalize": format!("{base}/order/1/finalize"),
+        })
+    }
+
+    #[tokio::test]
+    async fn device_orders_name_the_parent_and_cost_one_post() {
+        let server = FakeServer::start(acme_directory(|base, seen| match seen.path.as_str() {
+            "/new-order" => Canned::json(201, order(base, "ready"))
+                .header("Location", &format!("{base}/order/1"))
+                .header("Replay-Nonce", "fresh"),
+            _ => Canned::json(404, json!({"type": "urn:ietf:params:acme:error:malformed"})),
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream(&server.base, dir.path());
+        let names = vec!["d1.devices.example.com".to_string()];
+        let mut order = up
+            .new_order_under(&names, "devices.example.com")
+            .await
+            .unwrap();
+        assert_eq!(order.url(), format!("{}/order/1", server.base));
+        assert_eq!(order.state().status, instant_acme::OrderStatus::Ready);
+        let posts: Vec<_> = server
+            .seen()
+            .into_iter()
+            .filter(|s| s.method == "POST")
+            .collect();
+        assert_eq!(posts.len(), 1, "{posts:?}");
+        assert_eq!(
+            posts[0].payload(),
+            json!({"identifiers": [{"type": "dns", "value": "d1.devices.example.com", "ancestorDomain": "devices.example.com"}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_order_is_dropped_only_when_the_ca_says_it_is_gone() {
+        let server = FakeServer::start(acme_directory(|base, seen| {
+            match seen.path.as_str() {
+                "/order/ready" => Canned::json(200, order(base, "ready")),
+                "/order/invalid" => Canned::json(200, order(base, "invalid")),
+                "/order/gone" => Canned::json(
+                    404,
+                    json!({"type": "urn:ietf:params:acme:error:malformed", "detail": "no such order"}),
+                ),
+                "/order/busy" => Canned::json(
+                    503,
+                    json!({"type": "urn:ietf:params:acme:error:serverInternal"}),
+                )
+                .header("Retry-After", "30"),
+                // A proxy's error page, not a problem document.
+                _ => Canned {
+                    status: 502,
+                    headers: vec![],
+                    body: "<html>bad gateway</html>".into(),
+                },
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream(&server.base, dir.path());
+        let url = |path: &str| format!("{}{path}", server.base);
+
+        match up.recorded_order(&url("/order/ready")).await.unwrap() {
+            RecordedOrder::Usable(mut o) => {
+                assert_eq!(o.state().status, instant_acme::OrderStatus::Ready)
+            }
+            RecordedOrder::Gone(why) => panic!("{why}"),
+        }
+        // Loaded into instant-acme from the one answer.
+        assert_eq!(server.count("POST", "/order/ready"), 1);
+        for gone in ["/order/invalid", "/order/gone"] {
+            assert!(
+                matches!(
+                    up.recorded_order(&url(gone)).await.unwrap(),
+                    RecordedOrder::Gone(_)
+                ),
+                "{gone}"
+            );
+        }
+        let other_ca = "https://old-ca.example/order/1";
+        assert!(matches!(
+            up.recorded_order(other_ca).await.unwrap(),
+            RecordedOrder::Gone(_)
+        ));
+        let busy = up.recorded_order(&url("/order/busy")).await.err().unwrap();
+        assert_eq!(busy.retry_after(), Some(Duration::from_secs(30)));
+        let proxy = up.recorded_order(&url("/order/proxy")).await.err().unwrap();
+        assert!(
+            matches!(proxy, WorkerError::Acme { status: 502, .. }),
+            "{proxy:?}"
+        );
     }
 }
