@@ -199,6 +199,20 @@ async fn fifty_enrollments_through_the_pre_authorized_parent() {
     for (name, ancestor) in &ancestors {
         assert_eq!(ancestor.as_deref(), Some(DOMAIN), "{name}");
     }
+    // The audit log shows the account, the parent's pre-authorization and its dns-01 record.
+    let db = dev.dir.join("ragw.db");
+    let steps = common::audit_events(&db, "worker.");
+    let count = |action: &str| steps.iter().filter(|(a, _, _)| a == action).count();
+    assert_eq!(count("worker.account_created"), 1, "{steps:?}");
+    assert_eq!(count("worker.parent_preauthorized"), 1, "{steps:?}");
+    assert_eq!(count("worker.challenge_published"), 1, "{steps:?}");
+    assert_eq!(count("worker.challenge_removed"), 1, "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .any(|(a, _, d)| a == "worker.parent_preauthorized" && d.contains(DOMAIN)),
+        "{steps:?}"
+    );
 }
 
 /// (identifier value, its ancestorDomain) of every identifier in the local CA's orders.

@@ -94,6 +94,20 @@ async fn fifty_enrollments_through_pebble_and_bind() {
         .certificates_der;
     assert!(!ca_certs.is_empty());
     assert_eq!(ca_certs.as_slice(), &issued[0].1[1..]);
+    // Every per-name dns-01 record is in the audit log under its device, and so is its
+    // removal.
+    let steps = common::audit_events(&dev.dir.join("ragw.db"), "worker.challenge_");
+    let published: Vec<_> = steps
+        .iter()
+        .filter(|(a, _, _)| a == "worker.challenge_published")
+        .collect();
+    assert_eq!(published.len(), DEVICES as usize, "{steps:?}");
+    assert!(published.iter().all(|(_, device, _)| !device.is_empty()));
+    let removed = steps
+        .iter()
+        .filter(|(a, _, _)| a == "worker.challenge_removed")
+        .count();
+    assert_eq!(removed, DEVICES as usize, "{steps:?}");
 
     // Every chain verifies against Pebble's root and certifies exactly the device's name.
     let root = temp.path().join("pebble-root.pem");

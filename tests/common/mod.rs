@@ -366,3 +366,20 @@ pub async fn wait_issued(
     }
     issued
 }
+
+/// (action, device, details) of the audit events whose action starts with `prefix`, read from
+/// a `ragw dev` SQLite database.
+pub fn audit_events(db: &Path, prefix: &str) -> Vec<(String, String, String)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT action, device, details FROM audit_events WHERE action LIKE ?1 ORDER BY seq",
+        )
+        .unwrap();
+    stmt.query_map([format!("{prefix}%")], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}

@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 use crate::WorkerError;
 use crate::acme_http::{AcmeHttp, RequestLabels};
 use crate::dns::DnsProvider;
+use crate::steps::{JobRef, Step, StepRecorder};
 use crate::upstream::{RecordedOrder, Upstream, UpstreamConfig};
 
 fn default_concurrency() -> usize {
@@ -110,6 +111,7 @@ pub struct Worker {
     upstreams: Vec<Arc<Upstream>>,
     dns: Arc<dyn DnsProvider>,
     metrics: WorkerMetrics,
+    steps: StepRecorder,
 }
 
 /// How long a failed Extend waits before the next attempt (while the lease lasts).
@@ -159,6 +161,8 @@ impl Worker {
                 "the worker has no [[worker.upstreams]]".into(),
             ));
         }
+        let registrar = WorkerServiceClient::new(registrar);
+        let steps = StepRecorder::new(registrar.clone(), id.clone());
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
             let roots = match &u.ca_trust {
@@ -169,15 +173,18 @@ impl Worker {
                 None => None,
             };
             let http = AcmeHttp::new(roots.as_deref(), metrics.acme_requests.clone())?;
-            upstreams.push(Arc::new(Upstream::new(u.clone(), http)));
+            upstreams.push(Arc::new(
+                Upstream::new(u.clone(), http).with_steps(steps.clone()),
+            ));
         }
         Ok(Arc::new(Worker {
             id,
             config,
-            registrar: WorkerServiceClient::new(registrar),
+            registrar,
             upstreams,
             dns,
             metrics,
+            steps,
         }))
     }
 
@@ -438,7 +445,7 @@ impl Worker {
         };
         let status = order.state().status;
         if status == OrderStatus::Pending {
-            self.answer_challenges(&mut order).await?;
+            self.answer_challenges(&mut order, upstream, job).await?;
         }
         match order.state().status {
             OrderStatus::Ready => order
@@ -511,10 +518,19 @@ impl Worker {
 
     /// dns-01 for every authorization that is not valid yet; records are removed afterwards,
     /// whether validation passed or not.
-    async fn answer_challenges(&self, order: &mut Order) -> Result<(), WorkerError> {
+    async fn answer_challenges(
+        &self,
+        order: &mut Order,
+        upstream: &Upstream,
+        job: &pb::Job,
+    ) -> Result<(), WorkerError> {
+        let directory_url = upstream.config.directory_url.as_str();
         let mut published = ChallengeRecords {
             dns: self.dns.clone(),
             records: Vec::new(),
+            steps: self.steps.clone(),
+            directory_url: directory_url.to_string(),
+            enrollment_id: job.enrollment_id.clone(),
         };
         let result = async {
             let mut authorizations = order.authorizations();
@@ -534,6 +550,18 @@ impl Worker {
                 })?;
                 let value = challenge.key_authorization().dns_value();
                 let record = format!("_acme-challenge.{base}");
+                // Audited before it is published: a record the log does not show is never put
+                // in the zone.
+                self.steps
+                    .record(Step {
+                        kind: pb::WorkerStep::ChallengePublished,
+                        job: Some(JobRef::of(job)),
+                        directory_url,
+                        subject: &record,
+                        detail: &format!("dns-01 for {name}"),
+                        expires_unix_micros: 0,
+                    })
+                    .await?;
                 self.dns
                     .add_txt(&record, &value)
                     .await
@@ -570,11 +598,42 @@ impl Worker {
 struct ChallengeRecords {
     dns: Arc<dyn DnsProvider>,
     records: Vec<(String, String)>,
+    steps: StepRecorder,
+    directory_url: String,
+    enrollment_id: String,
 }
 
 impl ChallengeRecords {
     async fn remove(mut self) {
-        remove_records(self.dns.as_ref(), std::mem::take(&mut self.records)).await;
+        let records = std::mem::take(&mut self.records);
+        self.remove_and_audit(records).await;
+    }
+
+    /// Removal is audited outside the job (its lease may be gone by now), naming the
+    /// enrollment in the detail.
+    fn remove_and_audit(
+        &self,
+        records: Vec<(String, String)>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (dns, steps) = (self.dns.clone(), self.steps.clone());
+        let directory_url = self.directory_url.clone();
+        let detail = format!("enrollment {}", self.enrollment_id);
+        async move {
+            for (record, removed) in remove_records(dns.as_ref(), records).await {
+                if removed {
+                    steps
+                        .record_done(Step {
+                            kind: pb::WorkerStep::ChallengeRemoved,
+                            job: None,
+                            directory_url: &directory_url,
+                            subject: &record,
+                            detail: &detail,
+                            expires_unix_micros: 0,
+                        })
+                        .await;
+                }
+            }
+        }
     }
 }
 
@@ -583,19 +642,30 @@ impl Drop for ChallengeRecords {
         if self.records.is_empty() {
             return;
         }
-        let (dns, records) = (self.dns.clone(), std::mem::take(&mut self.records));
+        let records = std::mem::take(&mut self.records);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { remove_records(dns.as_ref(), records).await });
+            runtime.spawn(self.remove_and_audit(records));
         }
     }
 }
 
-async fn remove_records(dns: &dyn DnsProvider, records: Vec<(String, String)>) {
+/// Removes each record; returns each record name with whether it was removed.
+async fn remove_records(
+    dns: &dyn DnsProvider,
+    records: Vec<(String, String)>,
+) -> Vec<(String, bool)> {
+    let mut out = Vec::with_capacity(records.len());
     for (record, value) in records {
-        if let Err(e) = dns.remove_txt(&record, &value).await {
-            tracing::warn!(error = %e, record, "could not remove a challenge record");
-        }
+        let removed = match dns.remove_txt(&record, &value).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, record, "could not remove a challenge record");
+                false
+            }
+        };
+        out.push((record, removed));
     }
+    out
 }
 
 /// Retryable or not, as draft-ietf-acme-integrations maps ACME problems. A Retry-After the CA
@@ -791,6 +861,14 @@ mod tests {
         ) -> Result<Response<pb::FailResponse>, Status> {
             self.0.reports.lock().unwrap().push("Fail");
             Ok(Response::new(pb::FailResponse::default()))
+        }
+
+        async fn record_step(
+            &self,
+            _: Request<pb::RecordStepRequest>,
+        ) -> Result<Response<pb::RecordStepResponse>, Status> {
+            self.0.reports.lock().unwrap().push("RecordStep");
+            Ok(Response::new(pb::RecordStepResponse {}))
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod acme_http;
 pub mod dns;
 pub mod job;
+pub mod steps;
 pub mod upstream;
 
 #[cfg(test)]

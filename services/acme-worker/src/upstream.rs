@@ -20,6 +20,8 @@ use tokio::sync::{Mutex, OnceCell};
 use crate::WorkerError;
 use crate::acme_http::{AcmeHttp, RawSigner};
 use crate::dns::DnsProvider;
+use crate::steps::{Step, StepRecorder};
+use ragw_proto::registrar::v1 as pb;
 
 fn default_contact() -> Vec<String> {
     Vec::new()
@@ -74,6 +76,8 @@ pub struct Upstream {
     account: OnceCell<(Account, Arc<RawSigner>)>,
     /// Parent domain → expiry (Unix seconds) of its valid subdomain authorization.
     preauth: Mutex<HashMap<String, i64>>,
+    /// Where account, pre-authorization and challenge steps are audited (none in unit tests).
+    steps: Option<StepRecorder>,
 }
 
 fn now_secs() -> i64 {
@@ -88,6 +92,37 @@ impl Upstream {
             directory: OnceCell::new(),
             account: OnceCell::new(),
             preauth: Mutex::new(HashMap::new()),
+            steps: None,
+        }
+    }
+
+    /// Audits this upstream's account, pre-authorization and challenge steps through `steps`.
+    pub fn with_steps(mut self, steps: StepRecorder) -> Self {
+        self.steps = Some(steps);
+        self
+    }
+
+    fn step<'a>(&'a self, kind: pb::WorkerStep, subject: &'a str, detail: &'a str) -> Step<'a> {
+        Step {
+            kind,
+            job: None,
+            directory_url: &self.config.directory_url,
+            subject,
+            detail,
+            expires_unix_micros: 0,
+        }
+    }
+
+    async fn record(&self, step: Step<'_>) -> Result<(), WorkerError> {
+        match &self.steps {
+            Some(steps) => steps.record(step).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn record_done(&self, step: Step<'_>) {
+        if let Some(steps) = &self.steps {
+            steps.record_done(step).await;
         }
     }
 
@@ -195,6 +230,9 @@ impl Upstream {
         let file = self.config.account_file.display();
         if published {
             tracing::info!(file = %file, "created an ACME account");
+            let detail = format!("credentials in {file}");
+            self.record_done(self.step(pb::WorkerStep::AccountCreated, ours.id(), &detail))
+                .await;
         } else {
             tracing::info!(file = %file, "another worker created the ACME account first; using it");
             // Ours was never used; leaving it active would only clutter the CA.
@@ -351,6 +389,9 @@ impl Upstream {
             .map(|t| t.unix_timestamp())
             .unwrap_or_else(|| now_secs() + 3600);
         tracing::info!(parent, expires, "parent domain pre-authorized");
+        let mut step = self.step(pb::WorkerStep::ParentPreauthorized, parent, &authz_url);
+        step.expires_unix_micros = expires.saturating_mul(1_000_000);
+        self.record_done(step).await;
         cache.insert(parent.to_string(), expires);
         Ok(true)
     }
@@ -392,6 +433,9 @@ impl Upstream {
             digest.as_ref(),
         );
         let record = format!("_acme-challenge.{parent}");
+        let why = format!("pre-authorization of {parent} and its subdomains");
+        self.record(self.step(pb::WorkerStep::ChallengePublished, &record, &why))
+            .await?;
         dns.add_txt(&record, &value)
             .await
             .map_err(|e| WorkerError::Dns(e.to_string()))?;
@@ -435,8 +479,12 @@ impl Upstream {
         }
         .await;
         // Removed whatever happened: a stale TXT record helps no one.
-        if let Err(e) = dns.remove_txt(&record, &value).await {
-            tracing::warn!(error = %e, record, "could not remove a challenge record");
+        match dns.remove_txt(&record, &value).await {
+            Ok(()) => {
+                self.record_done(self.step(pb::WorkerStep::ChallengeRemoved, &record, &why))
+                    .await;
+            }
+            Err(e) => tracing::warn!(error = %e, record, "could not remove a challenge record"),
         }
         result
     }
