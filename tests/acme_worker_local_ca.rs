@@ -199,6 +199,21 @@ async fn fifty_enrollments_through_the_pre_authorized_parent() {
     for (name, ancestor) in &ancestors {
         assert_eq!(ancestor.as_deref(), Some(DOMAIN), "{name}");
     }
+    // The CA's own counters agree: one certificate and one newOrder per device.
+    let (_, ca_body) = common::http_get(&dev.endpoint("metrics"));
+    assert_eq!(
+        metric(&ca_body, "ragw_ca_certificates_issued_total"),
+        f64::from(DEVICES),
+        "{ca_body}"
+    );
+    assert_eq!(
+        metric(
+            &ca_body,
+            "ragw_ca_requests_total{resource=\"newOrder\",method=\"POST\",status=\"201\"}"
+        ),
+        f64::from(DEVICES),
+        "{ca_body}"
+    );
     // The audit log shows the account, the parent's pre-authorization and its dns-01 record.
     let db = dev.dir.join("ragw.db");
     let steps = common::audit_events(&db, "worker.");

@@ -24,6 +24,7 @@ use crate::b64;
 use crate::config::CaConfig;
 use crate::error::CaError;
 use crate::jws::{Alg, Jwk, Jws, verify_eab};
+use crate::metrics::{CaMetrics, ProblemLabels, RequestLabels, ResourceLabel, problem_type};
 use crate::nonce::NonceKey;
 use crate::pki::{CaPki, ForeignKey, LeafRequest, micros};
 use crate::policy;
@@ -111,6 +112,31 @@ enum Route {
     Crl,
     RootPem,
     ChainPem,
+}
+
+impl Route {
+    /// The resource name in metrics: the route without the object id.
+    fn resource(&self) -> &'static str {
+        match self {
+            Route::Directory => "directory",
+            Route::NewNonce => "newNonce",
+            Route::NewAccount => "newAccount",
+            Route::NewOrder => "newOrder",
+            Route::NewAuthz => "newAuthz",
+            Route::RevokeCert => "revokeCert",
+            Route::KeyChange => "keyChange",
+            Route::Account(_) => "account",
+            Route::AccountOrders(_) => "orders",
+            Route::Order(_) => "order",
+            Route::Finalize(_) => "finalize",
+            Route::Authz(_) => "authorization",
+            Route::Challenge(_) => "challenge",
+            Route::Cert(_) => "certificate",
+            Route::Crl => "crl",
+            Route::RootPem => "root",
+            Route::ChainPem => "chain",
+        }
+    }
 }
 
 fn is_id(s: &str) -> bool {
@@ -257,6 +283,7 @@ pub struct Ca {
     crl_cache: Mutex<Option<(Instant, Vec<u8>)>>,
     server_names: Vec<String>,
     server_ips: Vec<IpAddr>,
+    metrics: CaMetrics,
 }
 
 impl std::fmt::Debug for Ca {
@@ -385,6 +412,7 @@ impl Ca {
             crl_cache: Mutex::new(None),
             server_names,
             server_ips,
+            metrics: CaMetrics::default(),
         })
     }
 
@@ -392,6 +420,11 @@ impl Ca {
     pub fn with_validator(mut self, v: Arc<dyn Validator>) -> Self {
         self.validator = v;
         self
+    }
+
+    /// The CA's counters and latency histograms, for a component's /metrics.
+    pub fn metrics(&self) -> &CaMetrics {
+        &self.metrics
     }
 
     pub fn directory_url(&self) -> String {
@@ -477,6 +510,35 @@ impl Ca {
     pub async fn handle(&self, req: Request) -> Response {
         let started = Instant::now();
         let resp = self.dispatch(&req).await;
+        let resource = req
+            .path
+            .strip_prefix(&self.base_path)
+            .and_then(route)
+            .map_or("unknown", |r| r.resource());
+        let method = match req.method.as_str() {
+            m @ ("GET" | "HEAD" | "POST") => m.to_string(),
+            _ => "other".to_string(),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                resource,
+                method,
+                status: resp.status,
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&ResourceLabel { resource })
+            .observe(started.elapsed().as_secs_f64());
+        if resp.status >= 400
+            && let Some(t) = problem_type(&resp.body)
+        {
+            self.metrics
+                .problems
+                .get_or_create(&ProblemLabels { r#type: t })
+                .inc();
+        }
         tracing::debug!(
             method = %req.method,
             path = %req.path,
@@ -1555,6 +1617,7 @@ impl Ca {
             .await
             .map_err(store_problem)?;
         tracing::info!(order = id, serial = %leaf.serial_hex, account = %acct.id, "certificate issued");
+        self.metrics.issued.inc();
         let loc = self.url(&format!("/order/{id}"));
         Ok(Response::json(200, &self.order_json(&done)).header("Location", loc))
     }
@@ -1693,6 +1756,7 @@ impl Ca {
             *c = None;
         }
         tracing::info!(serial = %serial, reason, actor = %actor, "certificate revoked");
+        self.metrics.revoked.inc();
         Ok(Response::new(200))
     }
 

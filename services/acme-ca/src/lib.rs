@@ -20,6 +20,7 @@ pub mod dns_responder;
 pub mod error;
 pub mod http;
 pub mod jws;
+pub mod metrics;
 pub mod nonce;
 pub mod pki;
 pub mod policy;

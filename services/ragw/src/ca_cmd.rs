@@ -46,11 +46,13 @@ pub async fn run_ca(config: Option<&Path>) -> Result<()> {
     println!("directory: {}", ca.directory_url());
     let (stop_tx, stop_rx) = watch::channel(false);
     let health = Health::new();
+    let metrics = MetricsRegistry::new();
+    ca.metrics().register(&metrics);
     let ops_task = ops.map(|l| {
         tokio::spawn(ragw_runtime::ops::serve(
             l,
             health.clone(),
-            MetricsRegistry::new(),
+            metrics,
             wait_stop(stop_rx.clone()),
         ))
     });

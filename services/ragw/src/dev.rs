@@ -199,6 +199,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .await
             .context("starting the local ACME CA")?,
     );
+    ca.metrics().register(&metrics);
     let ca_task = tokio::spawn(serve_ca(
         ca.clone(),
         ca_listener,

@@ -14,7 +14,7 @@ use crate::acme::{
     account_actor,
 };
 use crate::logic::{Tx, join_chain, split_chain};
-use crate::sql::{Conn, Row, Val};
+use crate::sql::{Conn, Dialect, Row, Val};
 use crate::{Page, Result, StoreError};
 
 /// Identifiers in URLs: 96 random bits, hex.
@@ -917,18 +917,24 @@ async fn relink_covered<C: Conn>(
     new: &NewAcmeOrder,
     links: &[Link],
 ) -> Result<AcmeOrder> {
-    let rows =
-        tx.c.query(
-            "SELECT updated FROM acme_orders WHERE id = $1",
-            &[(&existing.id).into()],
-        )
-        .await?;
+    // The row lock orders concurrent relinks of one order on PostgreSQL (SQLite writers are
+    // serialized already); `existing` may predate another newOrder's relink, so it is read
+    // again under the lock.
+    let lock = match tx.c.dialect() {
+        Dialect::Postgres => "SELECT updated FROM acme_orders WHERE id = $1 FOR UPDATE",
+        Dialect::Sqlite => "SELECT updated FROM acme_orders WHERE id = $1",
+    };
+    let rows = tx.c.query(lock, &[(&existing.id).into()]).await?;
     let seen = rows
         .first()
         .ok_or_else(|| StoreError::NotFound(format!("order {}", existing.id)))?
         .int(0)?;
-    // Compare-and-set on `updated`: of two newOrders relinking the same order at once, the
-    // second finds it changed and hands back what the first made of it.
+    let current = must_get_order(tx, &existing.id).await?;
+    if current.status != OrderStatus::Pending || current.authz_ids != existing.authz_ids {
+        return Ok(current);
+    }
+    // Compare-and-set on `updated` as well: of two newOrders relinking the same order at once,
+    // the second finds it changed and hands back what the first made of it.
     let stamp = tx.now.max(seen.saturating_add(1));
     if tx
         .c
