@@ -1710,9 +1710,19 @@ impl Ca {
             })?;
         let actor = match &v.signer {
             Signer::Account(a, _) => {
-                if stored.account_id.as_deref() != Some(a.id.as_str()) {
+                // RFC 8555 §7.6: the account that ordered it, or one that holds valid
+                // authorizations for every name the certificate carries.
+                let ordered_it = stored.account_id.as_deref() == Some(a.id.as_str());
+                if !ordered_it
+                    && !self
+                        .store
+                        .acme_account_authorized_for(&a.id, &stored.identifiers)
+                        .await
+                        .map_err(store_problem)?
+                {
                     return Err(Problem::unauthorized(
-                        "only the account that ordered a certificate, or its key, may revoke it",
+                        "only the account that ordered a certificate, an account authorized \
+                         for all its names, or the certificate's key may revoke it",
                     ));
                 }
                 account_actor(&a.id)

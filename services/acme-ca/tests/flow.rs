@@ -284,6 +284,42 @@ async fn p521_leaf_is_revoked_by_its_own_key() {
     t.stop().await;
 }
 
+/// RFC 8555 §7.6, third case: an account that did not order a certificate may revoke it once
+/// it holds valid authorizations for every name in it; before that it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_account_authorized_for_every_name_may_revoke_what_another_ordered() {
+    let t = TestCa::start().await;
+    let mut owner = t.account().await;
+    let name = format!("shared.{DOMAIN}");
+    let (_, order) = owner.new_order(&[("dns", &name, None)]).await.unwrap();
+    t.solve_dns01(&mut owner, order["authorizations"][0].as_str().unwrap())
+        .await;
+    let (csr, _) = make_csr(std::slice::from_ref(&name), &[]).unwrap();
+    let fin = owner
+        .finalize(order["finalize"].as_str().unwrap(), &csr)
+        .await
+        .unwrap();
+    assert_eq!(fin.status, 200, "{}", String::from_utf8_lossy(&fin.body));
+    let pem = owner
+        .download(fin.json()["certificate"].as_str().unwrap())
+        .await
+        .unwrap();
+    let leaf = ragw_acme_ca::ca::pem_certificates(&pem).remove(0);
+
+    let mut other = t.account().await;
+    let r = other.revoke(&leaf, Some(4)).await.unwrap();
+    assert_eq!(r.problem_type().as_deref(), Some("unauthorized"));
+    assert_eq!(t.store.acme_counts().await.unwrap().revoked, 0);
+
+    let (_, own_order) = other.new_order(&[("dns", &name, None)]).await.unwrap();
+    t.solve_dns01(&mut other, own_order["authorizations"][0].as_str().unwrap())
+        .await;
+    let r = other.revoke(&leaf, Some(4)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(t.store.acme_counts().await.unwrap().revoked, 1);
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn external_account_binding() {
     let mac = [7u8; 32];

@@ -18,6 +18,8 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
+use tracing::Instrument;
+
 use crate::WorkerError;
 use crate::acme_http::{AcmeHttp, RequestLabels};
 use crate::dns::DnsProvider;
@@ -258,8 +260,10 @@ impl Worker {
     async fn work(&self, job: pb::Job, leased_at: Instant) {
         let span =
             tracing::info_span!("job", enrollment = %job.enrollment_id, attempt = job.attempt);
-        let _enter = span.enter();
-        drop(_enter);
+        self.work_in_span(job, leased_at).instrument(span).await;
+    }
+
+    async fn work_in_span(&self, job: pb::Job, leased_at: Instant) {
         let deadline = leased_at + Duration::from_secs(u64::from(self.config.lease_seconds));
         // Whoever finishes first: the ACME work, or the lease. A job whose lease is gone may
         // already be another worker's, so its work stops here and nothing is reported.

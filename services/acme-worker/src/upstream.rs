@@ -74,7 +74,7 @@ pub struct Upstream {
     pub http: AcmeHttp,
     directory: OnceCell<Value>,
     account: OnceCell<(Account, Arc<RawSigner>)>,
-    /// Parent domain → expiry (Unix seconds) of its valid subdomain authorization.
+    /// Parent domain → when (Unix seconds) its valid subdomain authorization is renewed.
     preauth: Mutex<HashMap<String, i64>>,
     /// Where account, pre-authorization and challenge steps are audited (none in unit tests).
     steps: Option<StepRecorder>,
@@ -350,7 +350,7 @@ impl Upstream {
         let mut cache = self.preauth.lock().await;
         if cache
             .get(parent)
-            .is_some_and(|exp| *exp - renew_before > now_secs())
+            .is_some_and(|renew_at| *renew_at > now_secs())
         {
             return Ok(true);
         }
@@ -392,7 +392,10 @@ impl Upstream {
         let mut step = self.step(pb::WorkerStep::ParentPreauthorized, parent, &authz_url);
         step.expires_unix_micros = expires.saturating_mul(1_000_000);
         self.record_done(step).await;
-        cache.insert(parent.to_string(), expires);
+        cache.insert(
+            parent.to_string(),
+            renewal_time(now_secs(), expires, renew_before),
+        );
         Ok(true)
     }
 
@@ -488,6 +491,15 @@ impl Upstream {
         }
         result
     }
+}
+
+/// When to authorize the parent again: `renew_before` ahead of the expiry, but never before
+/// half of the authorization's remaining life, so a CA whose authorizations live shorter than
+/// `renew_before` does not get a newAuthz for every job.
+fn renewal_time(now: i64, expires: i64, renew_before: i64) -> i64 {
+    expires
+        .saturating_sub(renew_before)
+        .max(now.saturating_add(expires.saturating_sub(now) / 2))
 }
 
 /// RFC 9444 §4.2 identifiers: each name under `parent` carries it as `ancestorDomain`; a name
@@ -853,6 +865,17 @@ mod tests {
             "authorizations": [format!("{base}/authz/1")],
             "finalize": format!("{base}/order/1/finalize"),
         })
+    }
+
+    #[test]
+    fn the_parent_is_renewed_ahead_of_expiry_but_not_for_every_job() {
+        let day = 86_400;
+        // A 30-day authorization with the default 24 h margin: renewed a day early.
+        assert_eq!(renewal_time(0, 30 * day, day), 29 * day);
+        // An 8-hour authorization: renewed half-way instead of at once.
+        assert_eq!(renewal_time(0, 8 * 3600, day), 4 * 3600);
+        // Already expired (clock skew): renewed at the next job.
+        assert!(renewal_time(100, 50, day) <= 100);
     }
 
     #[tokio::test]

@@ -373,6 +373,14 @@ pub trait AcmeStore: Send + Sync {
         reason: i64,
         actor: &str,
     ) -> Result<AcmeCertificate>;
+    /// Whether `account_id` holds a valid, unexpired authorization for every identifier (its
+    /// own, or an RFC 9444 ancestor's); `*.name` needs a wildcard authorization of `name`.
+    /// RFC 8555 §7.6 lets such an account revoke a certificate it did not order.
+    async fn acme_account_authorized_for(
+        &self,
+        account_id: &str,
+        identifiers: &[AcmeIdentifier],
+    ) -> Result<bool>;
     /// Revoked certificates that have not expired yet: what a CRL must list.
     async fn acme_revoked_unexpired(&self) -> Result<Vec<RevokedEntry>>;
     async fn acme_counts(&self) -> Result<AcmeCounts>;
@@ -595,6 +603,18 @@ impl<B: Backend> AcmeStore for SqlStore<B> {
     ) -> Result<Page<AcmeCertificate>> {
         self.run(false, (limit, after.map(str::to_string)), |tx, a| {
             Box::pin(logic::list_certificates(tx, a.0, a.1.as_deref()))
+        })
+        .await
+    }
+
+    async fn acme_account_authorized_for(
+        &self,
+        account_id: &str,
+        identifiers: &[AcmeIdentifier],
+    ) -> Result<bool> {
+        let args = (account_id.to_string(), identifiers.to_vec());
+        self.run_as(Begin::Read, args, |tx, a| {
+            Box::pin(logic::account_authorized_for(tx, &a.0, &a.1))
         })
         .await
     }

@@ -607,6 +607,33 @@ enum Coverage {
 
 /// A valid, unexpired authorization of the account that covers `ident`: its own, or an
 /// ancestor's with subdomain authorization (RFC 9444).
+pub(crate) async fn account_authorized_for<C: Conn>(
+    tx: &mut Tx<C>,
+    account_id: &str,
+    identifiers: &[AcmeIdentifier],
+) -> Result<bool> {
+    if identifiers.is_empty() {
+        return Ok(false);
+    }
+    for ident in identifiers {
+        let (base, wildcard) = match ident.value.strip_prefix("*.") {
+            Some(rest) if ident.kind == "dns" => (rest, true),
+            _ => (ident.value.as_str(), false),
+        };
+        let base = AcmeIdentifier {
+            kind: ident.kind.clone(),
+            value: base.to_string(),
+        };
+        if covering_authz(tx, account_id, &base, wildcard)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 async fn covering_authz<C: Conn>(
     tx: &mut Tx<C>,
     account_id: &str,
