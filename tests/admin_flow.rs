@@ -27,13 +27,7 @@ async fn manual_approval_then_issue_then_restart() {
         .into_inner();
     let (key, csr) = csr_for(&a.names);
     let e = gw
-        .enroll(pb::EnrollRequest {
-            csr_der: csr,
-            device: Some(mac(9)),
-            protocol: pb::Protocol::Est as i32,
-            profile: "iot".into(),
-            current_certificate_der: Vec::new(),
-        })
+        .enroll(common::enroll_req(mac(9), csr))
         .await
         .unwrap()
         .into_inner()

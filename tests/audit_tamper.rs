@@ -24,13 +24,7 @@ async fn make_events(dev: &Dev) {
             .into_inner();
         let (_, csr) = csr_for(&a.names);
         client
-            .enroll(pb::EnrollRequest {
-                csr_der: csr,
-                device: Some(mac(i)),
-                protocol: pb::Protocol::Est as i32,
-                profile: "iot".into(),
-                current_certificate_der: Vec::new(),
-            })
+            .enroll(common::enroll_req(mac(i), csr))
             .await
             .unwrap();
     }

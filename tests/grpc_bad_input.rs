@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Dev, csr_for, mac};
+use common::{Dev, csr_for, enroll_req, mac};
 use ragw_proto::registrar::v1 as pb;
 use ragw_proto::registrar::v1::admin_service_client::AdminServiceClient;
 use ragw_proto::registrar::v1::audit_service_client::AuditServiceClient;
@@ -13,16 +13,6 @@ use ragw_proto::registrar::v1::enrollment_service_client::EnrollmentServiceClien
 use ragw_proto::registrar::v1::worker_service_client::WorkerServiceClient;
 use ragw_runtime::identity::Role;
 use tonic::Code;
-
-fn enroll_req(device: pb::DeviceIdentity, csr: Vec<u8>) -> pb::EnrollRequest {
-    pb::EnrollRequest {
-        csr_der: csr,
-        device: Some(device),
-        protocol: pb::Protocol::Est as i32,
-        profile: "iot".into(),
-        current_certificate_der: Vec::new(),
-    }
-}
 
 fn expect(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
     let status = result.expect_err("the registrar accepted bad input");

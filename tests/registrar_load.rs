@@ -33,13 +33,7 @@ async fn submit_twice(dev: &Dev) -> HashMap<u32, String> {
                     .into_inner();
                 let (_, csr) = csr_for(&a.names);
                 let r = client
-                    .enroll(pb::EnrollRequest {
-                        csr_der: csr.clone(),
-                        device: Some(mac(i)),
-                        protocol: pb::Protocol::Est as i32,
-                        profile: "iot".into(),
-                        current_certificate_der: Vec::new(),
-                    })
+                    .enroll(common::enroll_req(mac(i), csr.clone()))
                     .await
                     .expect("enroll")
                     .into_inner();
@@ -65,13 +59,7 @@ async fn submit_twice(dev: &Dev) -> HashMap<u32, String> {
             let mut ids = Vec::new();
             for (i, csr, first_id) in chunk {
                 let r = client
-                    .enroll(pb::EnrollRequest {
-                        csr_der: csr,
-                        device: Some(mac(i)),
-                        protocol: pb::Protocol::Est as i32,
-                        profile: "iot".into(),
-                        current_certificate_der: Vec::new(),
-                    })
+                    .enroll(common::enroll_req(mac(i), csr))
                     .await
                     .expect("re-enroll")
                     .into_inner();

@@ -294,6 +294,17 @@ pub fn pem_cert(der: &[u8]) -> String {
     format!("-----BEGIN CERTIFICATE-----\n{lines}-----END CERTIFICATE-----\n")
 }
 
+/// An EST enrollment of `csr` for `device` under the `iot` profile.
+pub fn enroll_req(device: pb::DeviceIdentity, csr: Vec<u8>) -> pb::EnrollRequest {
+    pb::EnrollRequest {
+        csr_der: csr,
+        device: Some(device),
+        protocol: pb::Protocol::Est as i32,
+        profile: "iot".into(),
+        current_certificate_der: Vec::new(),
+    }
+}
+
 /// Asks for each device's name and enrolls it with a fresh CSR; returns (name, enrollment id).
 pub async fn enroll(
     gw: &mut pb::enrollment_service_client::EnrollmentServiceClient<Channel>,
@@ -312,13 +323,7 @@ pub async fn enroll(
         assert_eq!(a.names.len(), 1, "{:?}", a.names);
         let (_, csr) = csr_for(&a.names);
         let e = gw
-            .enroll(pb::EnrollRequest {
-                csr_der: csr,
-                device: Some(mac(i)),
-                protocol: pb::Protocol::Est as i32,
-                profile: "iot".into(),
-                current_certificate_der: Vec::new(),
-            })
+            .enroll(enroll_req(mac(i), csr))
             .await
             .unwrap()
             .into_inner()
