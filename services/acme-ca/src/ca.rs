@@ -103,7 +103,8 @@ enum Route {
     RevokeCert,
     KeyChange,
     Account(String),
-    AccountOrders(String),
+    /// An account's orders list, from the first page or after a cursor (an order id).
+    AccountOrders(String, Option<String>),
     Order(String),
     Finalize(String),
     Authz(String),
@@ -126,7 +127,7 @@ impl Route {
             Route::RevokeCert => "revokeCert",
             Route::KeyChange => "keyChange",
             Route::Account(_) => "account",
-            Route::AccountOrders(_) => "orders",
+            Route::AccountOrders(..) => "orders",
             Route::Order(_) => "order",
             Route::Finalize(_) => "finalize",
             Route::Authz(_) => "authorization",
@@ -157,7 +158,10 @@ fn route(rel: &str) -> Option<Route> {
         ["", "root.pem"] => Route::RootPem,
         ["", "chain.pem"] => Route::ChainPem,
         ["", "acct", id] if is_id(id) => Route::Account(id.to_string()),
-        ["", "acct", id, "orders"] if is_id(id) => Route::AccountOrders(id.to_string()),
+        ["", "acct", id, "orders"] if is_id(id) => Route::AccountOrders(id.to_string(), None),
+        ["", "acct", id, "orders", after] if is_id(id) && is_id(after) => {
+            Route::AccountOrders(id.to_string(), Some(after.to_string()))
+        }
         ["", "order", id] if is_id(id) => Route::Order(id.to_string()),
         ["", "order", id, "finalize"] if is_id(id) => Route::Finalize(id.to_string()),
         ["", "authz", id] if is_id(id) => Route::Authz(id.to_string()),
@@ -700,7 +704,7 @@ impl Ca {
             Route::RevokeCert => self.revoke(&v).await,
             Route::KeyChange => self.key_change(&v).await,
             Route::Account(id) => self.account(&v, id).await,
-            Route::AccountOrders(id) => self.account_orders(&v, id).await,
+            Route::AccountOrders(id, after) => self.account_orders(&v, id, after.as_deref()).await,
             Route::Order(id) => self.order(&v, id).await,
             Route::Finalize(id) => self.finalize(&v, id).await,
             Route::Authz(id) => self.authz(&v, id).await,
@@ -945,7 +949,12 @@ impl Ca {
         Ok(Response::json(200, &self.account_json(acct)))
     }
 
-    async fn account_orders(&self, v: &Verified, id: &str) -> Result<Response, Problem> {
+    async fn account_orders(
+        &self,
+        v: &Verified,
+        id: &str,
+        after: Option<&str>,
+    ) -> Result<Response, Problem> {
         let acct = v.account()?;
         if acct.id != id {
             return Err(Problem::unauthorized(
@@ -954,7 +963,7 @@ impl Ca {
         }
         let page = self
             .store
-            .acme_list_orders(id, 1000, None)
+            .acme_list_orders(id, self.cfg.orders_page_size, after)
             .await
             .map_err(store_problem)?;
         let urls: Vec<String> = page
@@ -962,7 +971,17 @@ impl Ca {
             .iter()
             .map(|o| self.url(&format!("/order/{o}")))
             .collect();
-        Ok(Response::json(200, &json!({"orders": urls})))
+        let resp = Response::json(200, &json!({"orders": urls}));
+        Ok(match page.next {
+            Some(next) => resp.header(
+                "Link",
+                format!(
+                    "<{}>;rel=\"next\"",
+                    self.url(&format!("/acct/{id}/orders/{next}"))
+                ),
+            ),
+            None => resp,
+        })
     }
 
     async fn key_change(&self, v: &Verified) -> Result<Response, Problem> {

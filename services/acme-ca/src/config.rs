@@ -136,6 +136,10 @@ pub struct CaConfig {
     pub max_body_bytes: usize,
     #[serde(default = "default_max_identifiers")]
     pub max_identifiers: usize,
+    /// Order URLs per page of an account's orders list (RFC 8555 §7.1.2.1); further pages are
+    /// linked with `Link: <…>;rel="next"`. 1 to 1000.
+    #[serde(default = "default_orders_page")]
+    pub orders_page_size: u32,
     /// Signed requests per second per account (token bucket, per replica); 0 turns it off.
     #[serde(default = "default_rate")]
     pub account_requests_per_second: u32,
@@ -157,6 +161,9 @@ fn default_root_years() -> u32 {
 }
 fn default_intermediate_days() -> u32 {
     5 * 365
+}
+fn default_orders_page() -> u32 {
+    1000
 }
 fn default_leaf_days() -> u32 {
     30
@@ -263,6 +270,7 @@ impl CaConfig {
             crl_validity_hours: default_crl_hours(),
             max_body_bytes: default_max_body(),
             max_identifiers: default_max_identifiers(),
+            orders_page_size: default_orders_page(),
             account_requests_per_second: default_rate(),
             account_request_burst: default_burst(),
         }
@@ -351,6 +359,12 @@ impl CaConfig {
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
             return bad(format!("ca.external_url {url:?} is not an http(s) URL"));
+        }
+        if !(1..=1000).contains(&self.orders_page_size) {
+            return bad(format!(
+                "ca.orders_page_size is {}; it must be 1 to 1000",
+                self.orders_page_size
+            ));
         }
         if self.max_body_bytes < 4096 {
             return bad("ca.max_body_bytes must be at least 4096".into());

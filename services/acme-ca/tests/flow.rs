@@ -320,6 +320,46 @@ async fn an_account_authorized_for_every_name_may_revoke_what_another_ordered() 
     t.stop().await;
 }
 
+/// RFC 8555 §7.1.2.1: an account's orders list is paged, each page linking the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_orders_list_is_paged_with_link_next() {
+    let t = TestCa::start_with(|c| c.orders_page_size = 2).await;
+    let mut c = t.account().await;
+    let mut placed = Vec::new();
+    for i in 0..5 {
+        let (url, _) = c
+            .new_order(&[("dns", &format!("page{i}.{DOMAIN}"), None)])
+            .await
+            .unwrap();
+        placed.push(url);
+    }
+    let account = c.get(&c.kid.clone().unwrap()).await.unwrap();
+    let mut next = Some(account["orders"].as_str().unwrap().to_string());
+    let (mut listed, mut pages) = (Vec::new(), 0);
+    while let Some(url) = next.take() {
+        let r = c.post(&url, None).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let urls = r.json()["orders"].as_array().unwrap().clone();
+        assert!(urls.len() <= 2, "{urls:?}");
+        listed.extend(urls.iter().map(|u| u.as_str().unwrap().to_string()));
+        pages += 1;
+        next = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("link"))
+            .find_map(|(_, l)| {
+                l.strip_prefix('<')
+                    .and_then(|l| l.split_once(">;rel=\"next\""))
+                    .map(|(u, _)| u.to_string())
+            });
+    }
+    assert_eq!(pages, 3);
+    listed.sort();
+    placed.sort();
+    assert_eq!(listed, placed);
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn external_account_binding() {
     let mac = [7u8; 32];
