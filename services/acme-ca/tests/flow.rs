@@ -6,7 +6,11 @@
 
 mod support;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use der::Decode;
 
 use ragw_acme_ca::client::{AcmeClient, ClientKey, make_csr};
 use serde_json::json;
@@ -317,6 +321,90 @@ async fn an_account_authorized_for_every_name_may_revoke_what_another_ordered() 
     let r = other.revoke(&leaf, Some(4)).await.unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(t.store.acme_counts().await.unwrap().revoked, 1);
+    t.stop().await;
+}
+
+/// An IP identifier (RFC 8738), validated over http-01 against a real HTTP responder, ends in a
+/// certificate whose subjectAltName is that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ip_identifier_over_http01() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = http.local_addr().unwrap().port();
+    let answers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let served = answers.clone();
+    let responder = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = http.accept().await else {
+                return;
+            };
+            let served = served.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let token = path.trim_start_matches("/.well-known/acme-challenge/");
+                let body = served.lock().unwrap().get(token).cloned();
+                let reply = match body {
+                    Some(b) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                        b.len()
+                    ),
+                    None => {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_string()
+                    }
+                };
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let t = TestCa::start_with(|c| c.http01_port = port).await;
+    let mut c = t.account().await;
+    let (_, order) = c.new_order(&[("ip", "127.0.0.1", None)]).await.unwrap();
+    let authz_url = order["authorizations"][0].as_str().unwrap().to_string();
+    let authz = c.get(&authz_url).await.unwrap();
+    assert!(
+        AcmeClient::challenge(&authz, "dns-01").is_err(),
+        "dns-01 is not offered for an IP address: {authz}"
+    );
+    let (url, token) = AcmeClient::challenge(&authz, "http-01").unwrap();
+    answers
+        .lock()
+        .unwrap()
+        .insert(token.clone(), c.key_authorization(&token));
+    c.respond(&url).await.unwrap();
+    c.poll(&authz_url, &["valid"], Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (csr, _) = make_csr(&[], &["127.0.0.1".parse().unwrap()]).unwrap();
+    let fin = c
+        .finalize(order["finalize"].as_str().unwrap(), &csr)
+        .await
+        .unwrap();
+    assert_eq!(fin.status, 200, "{}", String::from_utf8_lossy(&fin.body));
+    let pem = c
+        .download(fin.json()["certificate"].as_str().unwrap())
+        .await
+        .unwrap();
+    let leaf = ragw_acme_ca::ca::pem_certificates(&pem).remove(0);
+    let cert = x509_cert::Certificate::from_der(&leaf).unwrap();
+    let san = cert
+        .tbs_certificate()
+        .extensions()
+        .unwrap()
+        .iter()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME)
+        .unwrap();
+    assert!(
+        san.extn_value
+            .as_bytes()
+            .windows(6)
+            .any(|w| w == [0x87, 4, 127, 0, 0, 1]),
+        "iPAddress 127.0.0.1 in the subjectAltName"
+    );
+    responder.abort();
     t.stop().await;
 }
 
