@@ -384,9 +384,25 @@ impl Worker {
 
     async fn issue(&self, job: &pb::Job) -> Result<Vec<Vec<u8>>, JobFailure> {
         let upstream = self.upstream_for(&job.profile).map_err(|e| failure(&e))?;
-        self.issue_with(&upstream, job)
-            .await
-            .map_err(|e| failure(&e))
+        // A CA that asked to be left alone is not asked again by the next jobs either: they go
+        // back to the registrar with the rest of the wait.
+        if let Some(wait) = upstream.backing_off() {
+            return Err(failure(&WorkerError::Acme {
+                problem_type: "urn:ietf:params:acme:error:rateLimited".into(),
+                detail: format!(
+                    "the CA asked for a pause ({} s left); not contacted",
+                    wait.as_secs().max(1)
+                ),
+                status: 429,
+                retry_after: Some(wait),
+            }));
+        }
+        self.issue_with(&upstream, job).await.map_err(|e| {
+            if let Some(wait) = e.retry_after() {
+                upstream.back_off(wait);
+            }
+            failure(&e)
+        })
     }
 
     async fn issue_with(

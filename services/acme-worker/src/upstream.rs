@@ -78,6 +78,8 @@ pub struct Upstream {
     preauth: Mutex<HashMap<String, i64>>,
     /// Where account, pre-authorization and challenge steps are audited (none in unit tests).
     steps: Option<StepRecorder>,
+    /// Until when the CA asked (Retry-After on 429/503) not to be contacted.
+    paused_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn now_secs() -> i64 {
@@ -93,7 +95,24 @@ impl Upstream {
             account: OnceCell::new(),
             preauth: Mutex::new(HashMap::new()),
             steps: None,
+            paused_until: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Remembers a Retry-After the CA sent, so jobs that start meanwhile do not contact it.
+    pub fn back_off(&self, wait: Duration) {
+        let until = std::time::Instant::now() + wait;
+        if let Ok(mut paused) = self.paused_until.lock() {
+            *paused = Some(paused.map_or(until, |p| p.max(until)));
+        }
+    }
+
+    /// How much longer the CA asked not to be contacted, if it did.
+    pub fn backing_off(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().ok()?)?;
+        until
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
     }
 
     /// Audits this upstream's account, pre-authorization and challenge steps through `steps`.
@@ -865,6 +884,20 @@ mod tests {
             "authorizations": [format!("{base}/authz/1")],
             "finalize": format!("{base}/order/1/finalize"),
         })
+    }
+
+    #[test]
+    fn a_retry_after_pauses_the_upstream_for_every_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream("https://ca.example", dir.path());
+        assert!(up.backing_off().is_none());
+        up.back_off(Duration::from_secs(120));
+        // A shorter Retry-After from a later answer does not shorten the pause.
+        up.back_off(Duration::from_secs(5));
+        let left = up.backing_off().unwrap();
+        assert!(left > Duration::from_secs(60) && left <= Duration::from_secs(120));
+        up.back_off(Duration::ZERO);
+        assert!(up.backing_off().is_some());
     }
 
     #[test]
