@@ -399,13 +399,27 @@ pub struct RawSigner {
     kid: String,
     key: EcdsaKeyPair,
     new_nonce: String,
+    nonces: std::sync::Mutex<Vec<String>>,
 }
 
 fn b64(data: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(data)
 }
 
+/// Attempts of one signed request when the CA answers badNonce (as instant-acme does).
+const BAD_NONCE_ATTEMPTS: usize = 3;
+/// Unused nonces kept for later requests; more are dropped, as nonces expire on the CA.
+const NONCE_POOL: usize = 16;
+
 impl RawSigner {
+    fn keep_nonce(&self, nonce: Option<String>) {
+        if let (Some(n), Ok(mut pool)) = (nonce, self.nonces.lock())
+            && pool.len() < NONCE_POOL
+        {
+            pool.push(n);
+        }
+    }
+
     pub fn new(kid: &str, pkcs8: &[u8], new_nonce: &str) -> Result<Self, WorkerError> {
         let key =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(|_| {
@@ -415,10 +429,16 @@ impl RawSigner {
             kid: kid.to_string(),
             key,
             new_nonce: new_nonce.to_string(),
+            nonces: std::sync::Mutex::new(Vec::new()),
         })
     }
 
+    /// A Replay-Nonce from an earlier answer if one is left (RFC 8555 §7.2: every answer
+    /// carries a fresh one), else one from newNonce.
     async fn nonce(&self, http: &AcmeHttp) -> Result<String, WorkerError> {
+        if let Some(n) = self.nonces.lock().ok().and_then(|mut pool| pool.pop()) {
+            return Ok(n);
+        }
         let req = Request::builder()
             .method(Method::HEAD)
             .uri(&self.new_nonce)
@@ -437,7 +457,7 @@ impl RawSigner {
         payload: Option<&Value>,
     ) -> Result<(http::response::Parts, Value), WorkerError> {
         let mut nonce = self.nonce(http).await?;
-        for attempt in 0..2 {
+        for attempt in 0..BAD_NONCE_ATTEMPTS {
             let protected =
                 serde_json::json!({"alg": "ES256", "kid": self.kid, "nonce": nonce, "url": url});
             let protected = b64(protected.to_string().as_bytes());
@@ -457,7 +477,9 @@ impl RawSigner {
                 .body(BodyWrapper::from(body.to_string().into_bytes()))
                 .map_err(|e| WorkerError::Http(e.to_string()))?;
             let (parts, bytes) = http.send(req).await?;
+            let fresh = replay_nonce(&parts);
             if parts.status.is_success() {
+                self.keep_nonce(fresh);
                 let value: Value = if bytes.is_empty() {
                     Value::Null
                 } else {
@@ -469,13 +491,14 @@ impl RawSigner {
             // An error without a problem document still has its status, which callers need
             // (a 404 order is gone; a 502 from a proxy is not).
             let (problem_type, detail) = problem_fields(parts.status, &bytes);
-            if attempt == 0
+            if attempt + 1 < BAD_NONCE_ATTEMPTS
                 && problem_type == "urn:ietf:params:acme:error:badNonce"
-                && let Some(n) = replay_nonce(&parts)
+                && let Some(n) = fresh
             {
                 nonce = n;
                 continue;
             }
+            self.keep_nonce(fresh);
             return Err(WorkerError::Acme {
                 problem_type,
                 detail,
@@ -484,7 +507,7 @@ impl RawSigner {
             });
         }
         Err(WorkerError::Http(format!(
-            "POST {url}: the CA rejected two nonces in a row"
+            "POST {url}: the CA rejected {BAD_NONCE_ATTEMPTS} nonces in a row"
         )))
     }
 }

@@ -17,6 +17,17 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// The decoded JWS protected header of a POST.
+    pub fn protected(&self) -> serde_json::Value {
+        let jws: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            jws["protected"].as_str().unwrap(),
+        )
+        .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
     /// The decoded JWS payload of a POST (`Null` for POST-as-GET).
     pub fn payload(&self) -> serde_json::Value {
         let jws: serde_json::Value = serde_json::from_slice(&self.body).unwrap();

@@ -912,6 +912,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn signed_requests_reuse_replay_nonces_and_retry_bad_ones() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = calls.clone();
+        let server = FakeServer::start(acme_directory(move |_, seen| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            match seen.path.as_str() {
+                // Two badNonce answers in a row, then success: within the three attempts.
+                "/flaky" if n < 2 => {
+                    Canned::json(400, json!({"type": "urn:ietf:params:acme:error:badNonce"}))
+                        .header("Replay-Nonce", &format!("from-bad-{n}"))
+                }
+                _ => Canned::json(200, json!({"ok": true}))
+                    .header("Replay-Nonce", &format!("from-ok-{n}")),
+            }
+        }))
+        .await;
+        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        let signer = RawSigner::new(
+            &format!("{}/acct/1", server.base),
+            pkcs8.as_ref(),
+            &format!("{}/nonce", server.base),
+        )
+        .unwrap();
+        let http = AcmeHttp::new(None, Family::default()).unwrap();
+        signer
+            .post(&http, &format!("{}/flaky", server.base), None)
+            .await
+            .unwrap();
+        signer
+            .post(&http, &format!("{}/next", server.base), None)
+            .await
+            .unwrap();
+        assert_eq!(server.count("HEAD", "/nonce"), 1, "one newNonce for both");
+        let nonces: Vec<String> = server
+            .seen()
+            .iter()
+            .filter(|s| s.method == "POST")
+            .map(|s| s.protected()["nonce"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            nonces,
+            ["bm9uY2U", "from-bad-0", "from-bad-1", "from-ok-2"],
+            "each request signs the nonce of the answer before it"
+        );
+    }
+
+    #[tokio::test]
     async fn device_orders_name_the_parent_and_cost_one_post() {
         let server = FakeServer::start(acme_directory(|base, seen| match seen.path.as_str() {
             "/new-order" => Canned::json(201, order(base, "ready"))
