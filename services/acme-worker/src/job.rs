@@ -263,8 +263,20 @@ impl Worker {
         self.work_in_span(job, leased_at).instrument(span).await;
     }
 
+    /// The lease to count with: what was asked for, or less if the registrar granted less
+    /// (0 from a registrar that does not say).
+    fn lease_length(&self, granted: u32) -> Duration {
+        let asked = self.config.lease_seconds;
+        let secs = if granted == 0 {
+            asked
+        } else {
+            asked.min(granted)
+        };
+        Duration::from_secs(u64::from(secs))
+    }
+
     async fn work_in_span(&self, job: pb::Job, leased_at: Instant) {
-        let deadline = leased_at + Duration::from_secs(u64::from(self.config.lease_seconds));
+        let deadline = leased_at + self.lease_length(job.lease_seconds);
         // Whoever finishes first: the ACME work, or the lease. A job whose lease is gone may
         // already be another worker's, so its work stops here and nothing is reported.
         let outcome = tokio::select! {
@@ -337,7 +349,8 @@ impl Worker {
     /// between worker and registrar cannot stretch it.
     async fn keep_lease(&self, job: &pb::Job, mut deadline: Instant) -> LeaseEnd {
         let secs = self.config.lease_seconds;
-        let every = Duration::from_secs(u64::from(secs.max(3) / 3));
+        let mut lease = self.lease_length(job.lease_seconds);
+        let mut every = (lease / 3).max(Duration::from_secs(1));
         let mut client = self.registrar.clone();
         let mut next = Instant::now() + every;
         loop {
@@ -352,8 +365,10 @@ impl Worker {
                 lease_seconds: secs,
             });
             let error = match tokio::time::timeout(budget, extend).await {
-                Ok(Ok(_)) => {
-                    deadline = sent + Duration::from_secs(u64::from(secs));
+                Ok(Ok(r)) => {
+                    lease = self.lease_length(r.into_inner().lease_seconds);
+                    every = (lease / 3).max(Duration::from_secs(1));
+                    deadline = sent + lease;
                     next = sent + every;
                     continue;
                 }
@@ -582,11 +597,13 @@ impl Worker {
                         expires_unix_micros: 0,
                     })
                     .await?;
+                // Listed before it is added: if the job is dropped while the update is on its
+                // way, the record may exist, and removing one that does not is harmless.
+                published.records.push((record.clone(), value.clone()));
                 self.dns
                     .add_txt(&record, &value)
                     .await
                     .map_err(|e| WorkerError::Dns(e.to_string()))?;
-                published.records.push((record, value));
                 challenge
                     .set_ready()
                     .await
@@ -728,6 +745,14 @@ fn failure(e: &WorkerError) -> JobFailure {
             detail: format!("worker configuration: {m}"),
             retry_after: None,
         },
+        // The recorded order could not be read now: whatever the CA said, the job is retried
+        // (ordering again is what must not happen), but its problem goes to the registrar.
+        WorkerError::OrderUnreachable(inner) => {
+            let mut f = failure(inner);
+            f.retryable = true;
+            f.detail = format!("the recorded order cannot be read now: {}", f.detail);
+            f
+        }
         other => JobFailure {
             retryable: true,
             problem: None,
@@ -854,6 +879,7 @@ mod tests {
             if self.0.extends.fetch_add(1, Ordering::SeqCst) < self.0.ok_first {
                 return Ok(Response::new(pb::ExtendResponse {
                     lease_deadline_unix_micros: 0,
+                    lease_seconds: 3,
                 }));
             }
             Err(Status::new(self.0.then, "scripted"))
@@ -909,6 +935,17 @@ mod tests {
 
     /// Runs one job against a CA that never answers, so only the lease can end it.
     async fn run_job_until_the_lease_ends(ok_first: usize, then: tonic::Code) -> Arc<Script> {
+        run_job_with_leases(ok_first, then, 3, 0).await
+    }
+
+    /// Works one job against a scripted registrar until its lease ends: the worker asks for
+    /// `asked` seconds, the registrar grants `granted` (0: does not say).
+    async fn run_job_with_leases(
+        ok_first: usize,
+        then: tonic::Code,
+        asked: u32,
+        granted: u32,
+    ) -> Arc<Script> {
         let registrar = Arc::new(Script {
             ok_first,
             then,
@@ -928,7 +965,7 @@ mod tests {
         let ca = crate::test_support::silent_server().await;
         let dir = tempfile::tempdir().unwrap();
         let config: WorkerConfig = serde_json::from_value(serde_json::json!({
-            "lease_seconds": 3,
+            "lease_seconds": asked,
             "upstreams": [{
                 "directory_url": format!("{ca}/dir"),
                 "account_file": dir.path().join("account.json"),
@@ -950,9 +987,17 @@ mod tests {
             names: vec!["d1.devices.example.com".into()],
             parent_domain: "devices.example.com".into(),
             profile: "default".into(),
+            lease_seconds: granted,
             ..Default::default()
         };
-        worker.work(job, Instant::now()).await;
+        // Not a speed check: a worker counting with its own 300 s instead of the 3 s granted
+        // would still be working the job long after this bound.
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            worker.work(job, Instant::now()),
+        )
+        .await
+        .expect("the job outlived its lease");
         let lost = metrics
             .jobs
             .get_or_create(&JobLabels {
@@ -967,6 +1012,15 @@ mod tests {
     async fn a_refused_extend_abandons_the_job_without_reporting_it() {
         let registrar = run_job_until_the_lease_ends(2, tonic::Code::FailedPrecondition).await;
         assert_eq!(registrar.extends.load(Ordering::SeqCst), 3);
+        assert!(registrar.reports.lock().unwrap().is_empty());
+    }
+
+    /// A registrar that grants less than asked (its `max_lease`) sets the worker's clock: the
+    /// job is abandoned when the granted lease runs out, not the one in the worker's config.
+    #[tokio::test]
+    async fn the_granted_lease_bounds_the_work_not_the_one_asked_for() {
+        let registrar = run_job_with_leases(0, tonic::Code::Unavailable, 300, 3).await;
+        assert!(registrar.extends.load(Ordering::SeqCst) >= 1);
         assert!(registrar.reports.lock().unwrap().is_empty());
     }
 

@@ -242,10 +242,21 @@ impl Upstream {
             )
             .await
             .map_err(WorkerError::from_acme)?;
-        let (credentials, published) =
-            tokio::task::spawn_blocking(move || save_credentials(&path, credentials))
-                .await
-                .map_err(|e| WorkerError::Config(format!("saving the account: {e}")))??;
+        let saved = tokio::task::spawn_blocking(move || save_credentials(&path, credentials))
+            .await
+            .map_err(|e| WorkerError::Config(format!("saving the account: {e}")))
+            .and_then(|r| r);
+        let (credentials, published) = match saved {
+            Ok(s) => s,
+            Err(e) => {
+                // Nobody can use an account whose key was not kept: deactivate it, or every
+                // retry would leave another one behind on the CA.
+                if let Err(d) = ours.deactivate().await {
+                    tracing::warn!(error = %d, "could not deactivate an account whose credentials were not saved");
+                }
+                return Err(e);
+            }
+        };
         let file = self.config.account_file.display();
         if published {
             tracing::info!(file = %file, "created an ACME account");

@@ -109,8 +109,11 @@ struct Inner {
     cacerts: std::sync::Mutex<HashMap<String, (Instant, pb::CaCertificates)>>,
 }
 
-/// How long `/cacerts` answers from the registrar are reused.
+/// How long `/cacerts` answers from the registrar are reused: the certificates for a minute, the
+/// answer that there are none yet for a few seconds (so the first issuance shows up soon, while
+/// unauthenticated requests still do not each reach the store).
 const CACERTS_CACHE: Duration = Duration::from_secs(60);
+const NO_CACERTS_CACHE: Duration = Duration::from_secs(5);
 
 /// The EST gateway server.
 pub struct EstServer {
@@ -519,8 +522,7 @@ async fn process(
     }
 }
 
-/// The profile's CA certificates, from the cache while fresh; only non-empty answers are kept,
-/// so the first issuance shows up at once.
+/// The profile's CA certificates, from the cache while fresh.
 async fn ca_certificates(
     inner: &Arc<Inner>,
     call: pb::GetCaCertificatesRequest,
@@ -528,7 +530,14 @@ async fn ca_certificates(
     let cached = inner.cacerts.lock().ok().and_then(|cache| {
         cache
             .get(&call.profile)
-            .filter(|(at, _)| at.elapsed() < CACERTS_CACHE)
+            .filter(|(at, c)| {
+                let ttl = if c.certificates_der.is_empty() {
+                    NO_CACERTS_CACHE
+                } else {
+                    CACERTS_CACHE
+                };
+                at.elapsed() < ttl
+            })
             .map(|(_, c)| c.clone())
     });
     if let Some(c) = cached {
@@ -544,7 +553,6 @@ async fn ca_certificates(
     )
     .await;
     if let Ok(c) = &result
-        && !c.certificates_der.is_empty()
         && let Ok(mut cache) = inner.cacerts.lock()
     {
         cache.insert(profile, (Instant::now(), c.clone()));

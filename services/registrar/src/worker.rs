@@ -69,8 +69,9 @@ pub(crate) fn backoff(attempt: i64) -> Duration {
     Duration::from_secs(10u64.saturating_mul(1u64 << exp.min(12))).min(Duration::from_secs(3600))
 }
 
-fn job_to_pb(e: &EnrollmentRecord, token: &str, expires: i64) -> pb::Job {
+fn job_to_pb(e: &EnrollmentRecord, token: &str, expires: i64, lease_seconds: u32) -> pb::Job {
     pb::Job {
+        lease_seconds,
         enrollment_id: e.id.clone(),
         lease_token: token.to_string(),
         lease_deadline_unix_micros: expires,
@@ -128,8 +129,12 @@ fn check_step_text(field: &str, value: &str, max: usize) -> Result<(), Status> {
 
 impl Registrar {
     fn lease_micros(&self, requested: u32) -> i64 {
-        let d = Duration::from_secs(u64::from(requested.max(10))).min(self.settings.max_lease);
-        i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+        i64::try_from(self.lease_granted(requested).as_micros()).unwrap_or(i64::MAX)
+    }
+
+    /// The lease a worker gets for `requested` seconds: at least 10 s, at most `max_lease`.
+    fn lease_granted(&self, requested: u32) -> Duration {
+        Duration::from_secs(u64::from(requested.max(10))).min(self.settings.max_lease)
     }
 }
 
@@ -158,6 +163,8 @@ impl pb::worker_service_server::WorkerService for Registrar {
         };
         let max = req.max_jobs.clamp(1, 100);
         let lease = self.lease_micros(req.lease_seconds);
+        let granted =
+            u32::try_from(self.lease_granted(req.lease_seconds).as_secs()).unwrap_or(u32::MAX);
         let deadline = Instant::now()
             + Duration::from_millis(u64::from(req.wait_millis)).min(self.settings.max_wait);
         loop {
@@ -177,7 +184,7 @@ impl pb::worker_service_server::WorkerService for Registrar {
                 return Ok(Response::new(pb::LeaseResponse {
                     jobs: jobs
                         .iter()
-                        .map(|j| job_to_pb(&j.enrollment, &j.lease_token, j.lease_expires))
+                        .map(|j| job_to_pb(&j.enrollment, &j.lease_token, j.lease_expires, granted))
                         .collect(),
                 }));
             }
@@ -206,6 +213,8 @@ impl pb::worker_service_server::WorkerService for Registrar {
         self.metrics.rpc("Extend", "ok");
         Ok(Response::new(pb::ExtendResponse {
             lease_deadline_unix_micros: expires,
+            lease_seconds: u32::try_from(self.lease_granted(req.lease_seconds).as_secs())
+                .unwrap_or(u32::MAX),
         }))
     }
 
