@@ -78,6 +78,22 @@ async fn manual_approval_then_issue_then_restart() {
         status.message().contains("does not certify the key"),
         "{status:?}"
     );
+    // So is a chain whose next certificate did not sign the first: gateways would serve it as
+    // the CA certificates.
+    let status = worker
+        .complete(pb::CompleteRequest {
+            enrollment_id: e.id.clone(),
+            lease_token: jobs[0].lease_token.clone(),
+            certificate_chain: vec![cert.der().to_vec(), wrong.der().to_vec()],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status
+            .message()
+            .contains("certificate_chain: certificate 0 of the chain"),
+        "{status:?}"
+    );
     worker
         .complete(pb::CompleteRequest {
             enrollment_id: e.id.clone(),

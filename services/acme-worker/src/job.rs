@@ -992,12 +992,9 @@ mod tests {
         };
         // Not a speed check: a worker counting with its own 300 s instead of the 3 s granted
         // would still be working the job long after this bound.
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            worker.work(job, Instant::now()),
-        )
-        .await
-        .expect("the job outlived its lease");
+        tokio::time::timeout(Duration::from_secs(60), worker.work(job, Instant::now()))
+            .await
+            .expect("the job outlived its lease");
         let lost = metrics
             .jobs
             .get_or_create(&JobLabels {

@@ -342,6 +342,18 @@ impl pb::worker_service_server::WorkerService for Registrar {
                     .await);
             }
         }
+        // The CA part of the newest chain becomes what gateways serve as /cacerts, so a chain
+        // whose links do not hold is refused here rather than handed to every device.
+        if let Err(e) = ragw_pki::check_chain(&req.certificate_chain) {
+            return Err(self
+                .refuse(
+                    &actor,
+                    "Complete",
+                    Status::invalid_argument(format!("certificate_chain: {e}")),
+                    "",
+                )
+                .await);
+        }
         let enrollment = self
             .store
             .get_enrollment(&req.enrollment_id)

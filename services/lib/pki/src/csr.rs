@@ -177,6 +177,17 @@ fn params_absent_or_null(alg: &AlgorithmIdentifierOwned) -> bool {
 }
 
 fn key_type(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyType, CsrError> {
+    key_type_with_min_rsa(spki, MIN_RSA_BITS)
+}
+
+/// Smallest RSA key accepted for a CA certificate in an upstream's chain (public CAs still use
+/// 2048-bit intermediates); device keys need [`MIN_RSA_BITS`].
+const MIN_CA_RSA_BITS: u32 = 2048;
+
+fn key_type_with_min_rsa(
+    spki: &SubjectPublicKeyInfoOwned,
+    min_rsa_bits: u32,
+) -> Result<KeyType, CsrError> {
     let alg = &spki.algorithm;
     if alg.oid == oids::EC_PUBLIC_KEY {
         let Some(params) = &alg.parameters else {
@@ -202,7 +213,7 @@ fn key_type(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyType, CsrError> {
             ));
         }
         let bits = rsa_modulus_bits(public_key_bytes(spki)?)?;
-        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+        if !(min_rsa_bits..=MAX_RSA_BITS).contains(&bits) {
             return Err(CsrError::UnsupportedKey {
                 key: format!("a {bits}-bit RSA key"),
             });
@@ -923,5 +934,126 @@ mod tests {
                 let _ = parse_csr(&spliced);
             }
         }
+    }
+}
+
+/// Why a certificate chain does not hold together.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate {index} of the chain: {reason}")]
+pub struct ChainError {
+    /// 0 is the end-entity certificate.
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Checks that each certificate of `chain` (end entity first) names the next as its issuer
+/// and carries a valid signature by the next one's key. Whether the top is trusted is the
+/// caller's business; this only refuses a chain whose links do not hold.
+pub fn check_chain(chain: &[impl AsRef<[u8]>]) -> Result<(), ChainError> {
+    let parsed = chain
+        .iter()
+        .enumerate()
+        .map(|(index, der)| {
+            x509_cert::Certificate::from_der(der.as_ref()).map_err(|e| ChainError {
+                index,
+                reason: format!("not a DER X.509 certificate: {e}"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (index, pair) in parsed.windows(2).enumerate() {
+        let (cert, issuer) = (&pair[0], &pair[1]);
+        let fail = |reason: String| ChainError { index, reason };
+        if cert.tbs_certificate().issuer() != issuer.tbs_certificate().subject() {
+            return Err(fail(format!(
+                "its issuer is not the subject of certificate {}",
+                index + 1
+            )));
+        }
+        let issuer_spki = issuer.tbs_certificate().subject_public_key_info();
+        let key = key_type_with_min_rsa(issuer_spki, MIN_CA_RSA_BITS)
+            .map_err(|e| fail(format!("the issuer's key: {e}")))?;
+        let sig =
+            SigAlg::from_identifier(cert.signature_algorithm()).map_err(|e| fail(e.to_string()))?;
+        let verifier = sig.verifier(key).map_err(|e| fail(e.to_string()))?;
+        let tbs = der::Encode::to_der(cert.tbs_certificate())
+            .map_err(|e| fail(format!("re-encoding: {e}")))?;
+        let signature = cert
+            .signature()
+            .as_bytes()
+            .ok_or_else(|| fail("the signature BIT STRING has unused bits".into()))?;
+        let public_key = public_key_bytes(issuer_spki).map_err(|e| fail(e.to_string()))?;
+        UnparsedPublicKey::new(verifier, public_key)
+            .verify(&tbs, signature)
+            .map_err(|_| {
+                fail(format!(
+                    "its {} signature does not verify with the key of certificate {}",
+                    sig.name,
+                    index + 1
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod chain_tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    fn ca(name: &str, alg: &'static rcgen::SignatureAlgorithm) -> (CertificateParams, KeyPair) {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        (params, key)
+    }
+
+    /// leaf ← intermediate (P-256) ← root (P-384), end entity first.
+    fn chain() -> Vec<Vec<u8>> {
+        let (root_params, root_key) = ca("root", &rcgen::PKCS_ECDSA_P384_SHA384);
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let (int_params, int_key) = ca("intermediate", &rcgen::PKCS_ECDSA_P256_SHA256);
+        let intermediate = int_params.signed_by(&int_key, &root_issuer).unwrap();
+        let int_issuer = Issuer::new(int_params, int_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["d1.devices.example.com".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &int_issuer)
+            .unwrap();
+        vec![
+            leaf.der().to_vec(),
+            intermediate.der().to_vec(),
+            root.der().to_vec(),
+        ]
+    }
+
+    #[test]
+    fn a_chain_whose_links_hold_passes() {
+        let c = chain();
+        check_chain(&c).unwrap();
+        check_chain(&c[..2]).unwrap();
+        check_chain(&c[..1]).unwrap();
+    }
+
+    #[test]
+    fn links_out_of_order_or_forged_are_refused_with_the_certificate_named() {
+        let c = chain();
+        let swapped = vec![c[0].clone(), c[2].clone(), c[1].clone()];
+        let e = check_chain(&swapped).unwrap_err();
+        assert_eq!(e.index, 0, "{e}");
+        assert!(e.to_string().contains("issuer"), "{e}");
+
+        // Same names, another key: the issuer matches by name but the signature does not.
+        let (other_params, other_key) = ca("intermediate", &rcgen::PKCS_ECDSA_P256_SHA256);
+        let impostor = other_params.self_signed(&other_key).unwrap();
+        let forged = vec![c[0].clone(), impostor.der().to_vec()];
+        let e = check_chain(&forged).unwrap_err();
+        assert_eq!(e.index, 0);
+        assert!(e.to_string().contains("does not verify"), "{e}");
+
+        let e = check_chain(&[c[0].clone(), b"garbage".to_vec()]).unwrap_err();
+        assert_eq!(e.index, 1);
     }
 }

@@ -23,7 +23,7 @@ mod policy;
 #[cfg(test)]
 mod test_support;
 
-pub use csr::{MAX_CSR_DER_LEN, ParsedCsr, parse_csr};
+pub use csr::{ChainError, MAX_CSR_DER_LEN, ParsedCsr, check_chain, parse_csr};
 pub use csrattrs::{CsrAttrsRequest, encode_csr_attrs};
 pub use error::CsrError;
 pub use pkcs7::{certs_only, parse_certs_only};
