@@ -566,6 +566,7 @@ impl Worker {
             steps: self.steps.clone(),
             directory_url: directory_url.to_string(),
             enrollment_id: job.enrollment_id.clone(),
+            lease_token: job.lease_token.clone(),
         };
         let result = async {
             let mut authorizations = order.authorizations();
@@ -638,37 +639,49 @@ struct ChallengeRecords {
     steps: StepRecorder,
     directory_url: String,
     enrollment_id: String,
+    lease_token: String,
 }
 
 impl ChallengeRecords {
+    /// Removal while the job still holds its lease: audited under the job's device.
     async fn remove(mut self) {
         let records = std::mem::take(&mut self.records);
-        self.remove_and_audit(records).await;
+        self.remove_and_audit(records, true).await;
     }
 
-    /// Removal is audited outside the job (its lease may be gone by now), naming the
-    /// enrollment in the detail.
+    /// Removes `records` and audits each removal: under the job while `in_job`, falling back
+    /// to an event outside the job (naming the enrollment in its detail) when the lease is gone
+    /// by then, as for a job abandoned after losing it.
     fn remove_and_audit(
         &self,
         records: Vec<(String, String)>,
+        in_job: bool,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (dns, steps) = (self.dns.clone(), self.steps.clone());
         let directory_url = self.directory_url.clone();
-        let detail = format!("enrollment {}", self.enrollment_id);
+        let (enrollment_id, lease_token) = (self.enrollment_id.clone(), self.lease_token.clone());
+        let detail = format!("enrollment {enrollment_id}");
         async move {
             for (record, removed) in remove_records(dns.as_ref(), records).await {
-                if removed {
-                    steps
-                        .record_done(Step {
-                            kind: pb::WorkerStep::ChallengeRemoved,
-                            job: None,
-                            directory_url: &directory_url,
-                            subject: &record,
-                            detail: &detail,
-                            expires_unix_micros: 0,
-                        })
-                        .await;
+                if !removed {
+                    continue;
                 }
+                let step = |job| Step {
+                    kind: pb::WorkerStep::ChallengeRemoved,
+                    job,
+                    directory_url: &directory_url,
+                    subject: &record,
+                    detail: &detail,
+                    expires_unix_micros: 0,
+                };
+                let job = JobRef {
+                    enrollment_id: &enrollment_id,
+                    lease_token: &lease_token,
+                };
+                if in_job && steps.record(step(Some(job))).await.is_ok() {
+                    continue;
+                }
+                steps.record_done(step(None)).await;
             }
         }
     }
@@ -681,7 +694,7 @@ impl Drop for ChallengeRecords {
         }
         let records = std::mem::take(&mut self.records);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(self.remove_and_audit(records));
+            runtime.spawn(self.remove_and_audit(records, false));
         }
     }
 }
