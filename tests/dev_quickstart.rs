@@ -124,7 +124,15 @@ fn manual_approval_then_restart_keeps_everything() {
     let dir = temp.path().join("data");
     let work = temp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let mut dev = Dev::start_in(&dir, &["--approve", "manual"]);
+    // An [est] section tunes the dev gateway (here the Retry-After while approval is pending).
+    let config = temp.path().join("dev.toml");
+    std::fs::write(
+        &config,
+        "[est.enrollment]\napproval_retry_after_seconds = 77\n",
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let mut dev = Dev::start_in(&dir, &["--approve", "manual", "--config", &config_arg]);
     let est = dev.endpoint("est");
     let root = dir.join("ca/root.pem");
     let pw = std::fs::read_to_string(dir.join("dev-password")).unwrap();
@@ -152,7 +160,10 @@ fn manual_approval_then_restart_keeps_everything() {
     // The pledge waits for an operator.
     let (status, text) = curl_enroll(&dev, &work);
     assert!(status.contains("202"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 77"),
+        "{text}"
+    );
     let (code, out, err) = dev.cli(&["admin", "pending"]);
     assert_eq!(code, 0, "{err}");
     let id = out

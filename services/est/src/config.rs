@@ -648,6 +648,14 @@ impl EstSection {
     /// Reads every file the section names and builds the gateway configuration. Relative
     /// paths are taken as they are (relative to the working directory).
     pub fn to_config(&self) -> Result<EstConfig, ConfigError> {
+        let cfg = self.to_config_parts()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Like [`to_config`](Self::to_config) without the checks of the whole: for a caller that
+    /// adds labels of its own (`ragw dev`) and validates the result.
+    pub fn to_config_parts(&self) -> Result<EstConfig, ConfigError> {
         let default_cacerts = match &self.cacerts {
             Some(p) => Some(read_pem_certs(p)?),
             None => None,
@@ -723,7 +731,6 @@ impl EstSection {
             },
             trusted_proxy,
         };
-        cfg.validate()?;
         Ok(cfg)
     }
 }

@@ -266,11 +266,30 @@ pub async fn run(args: DevArgs) -> Result<()> {
         label.basic = Some(basic);
         labels.push(label);
     }
-    let est_config = EstConfig {
+    let mut est_config = EstConfig {
         default_label: cfg.profiles.first().map(|p| p.name.clone()),
         labels,
         ..EstConfig::default()
     };
+    // An [est] section tunes the dev gateway: its limits, enrollment timing, trusted proxy and
+    // default label apply, and its labels replace (or add to) the generated ones. Listen
+    // addresses, TLS and the registrar URL stay dev's own.
+    if let Some(section) = &cfg.est {
+        let from_file = section.to_config_parts().context("the [est] section")?;
+        est_config.limits = from_file.limits;
+        est_config.enrollment = from_file.enrollment;
+        est_config.trusted_proxy = from_file.trusted_proxy;
+        if from_file.default_label.is_some() {
+            est_config.default_label = from_file.default_label;
+        }
+        for mut label in from_file.labels {
+            if label.cacerts.is_empty() {
+                label.cacerts = chain_der.clone();
+            }
+            est_config.labels.retain(|l| l.label != label.label);
+            est_config.labels.push(label);
+        }
+    }
     let (gcert, gkey) = creds.pair(Role::Gateway);
     let gateway_channel = dev_channel(&grpc_url, &creds.ca_pem, gcert, gkey)?;
     let (server_chain, server_key) = ca
