@@ -277,7 +277,7 @@ impl pb::worker_service_server::WorkerService for Registrar {
             Err(s) => return Err(self.refuse(&actor, "RecordStep", s, "").await),
         };
         let mut details = json!({
-            "worker_id": req.worker_id,
+            "claimed_worker_id": req.worker_id,
             "directory_url": req.directory_url,
             "subject": req.subject,
         });
