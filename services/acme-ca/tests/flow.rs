@@ -298,16 +298,7 @@ async fn an_account_authorized_for_every_name_may_revoke_what_another_ordered() 
     let (_, order) = owner.new_order(&[("dns", &name, None)]).await.unwrap();
     t.solve_dns01(&mut owner, order["authorizations"][0].as_str().unwrap())
         .await;
-    let (csr, _) = make_csr(std::slice::from_ref(&name), &[]).unwrap();
-    let fin = owner
-        .finalize(order["finalize"].as_str().unwrap(), &csr)
-        .await
-        .unwrap();
-    assert_eq!(fin.status, 200, "{}", String::from_utf8_lossy(&fin.body));
-    let pem = owner
-        .download(fin.json()["certificate"].as_str().unwrap())
-        .await
-        .unwrap();
+    let pem = t.finish(&mut owner, &order, &[&name]).await;
     let leaf = ragw_acme_ca::ca::pem_certificates(&pem).remove(0);
 
     let mut other = t.account().await;
