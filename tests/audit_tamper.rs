@@ -5,29 +5,14 @@
 
 mod common;
 
-use common::{Dev, Pg, csr_for, mac};
-use ragw_proto::registrar::v1 as pb;
+use common::{Dev, Pg};
 use ragw_proto::registrar::v1::enrollment_service_client::EnrollmentServiceClient;
 use ragw_runtime::identity::Role;
 
 /// Enough activity for a chain of a few dozen events.
 async fn make_events(dev: &Dev) {
     let mut client = EnrollmentServiceClient::new(dev.channel(Role::Gateway).await);
-    for i in 0..6 {
-        let a = client
-            .get_assignment(pb::GetAssignmentRequest {
-                device: Some(mac(i)),
-                profile: "iot".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let (_, csr) = csr_for(&a.names);
-        client
-            .enroll(common::enroll_req(mac(i), csr))
-            .await
-            .unwrap();
-    }
+    common::enroll(&mut client, 0..6).await;
 }
 
 fn assert_intact(dev: &Dev) {
