@@ -119,11 +119,11 @@ fn verify_chains(dir: &Path, root: &Path, issued: &[(String, Vec<Vec<u8>>)]) {
     }
 }
 
-/// POSTs per request kind, from the worker's `ragw_acme_requests_total`.
+/// POSTs per request kind, from the worker's `ragw_worker_acme_requests_total`.
 fn posts_by_kind(body: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for line in body.lines() {
-        let Some(rest) = line.strip_prefix("ragw_acme_requests_total{") else {
+        let Some(rest) = line.strip_prefix("ragw_worker_acme_requests_total{") else {
             continue;
         };
         let Some((labels, value)) = rest.rsplit_once("} ") else {
@@ -162,7 +162,7 @@ async fn fifty_enrollments_through_the_pre_authorized_parent() {
 
     let (_, body) = common::http_get(&worker.metrics);
     assert_eq!(
-        metric(&body, "ragw_acme_certificates_issued_total"),
+        metric(&body, "ragw_worker_acme_certificates_issued_total"),
         f64::from(DEVICES),
         "{body}"
     );
@@ -187,7 +187,7 @@ async fn fifty_enrollments_through_the_pre_authorized_parent() {
         metric(
             &body,
             &format!(
-                "ragw_dns_updates_total{{provider=\"rfc2136\",operation=\"{op}\",outcome=\"ok\"}}"
+                "ragw_worker_dns_updates_total{{provider=\"rfc2136\",operation=\"{op}\",outcome=\"ok\"}}"
             ),
         )
     };
@@ -334,7 +334,7 @@ async fn kill_a_worker_and_take_over(devices: u32, kill: KillPoint) {
         let reached = match kill {
             KillPoint::AfterCertificates(n) => {
                 let (_, body) = common::http_get(&worker.metrics);
-                metric(&body, "ragw_acme_certificates_issued_total") >= f64::from(n)
+                metric(&body, "ragw_worker_acme_certificates_issued_total") >= f64::from(n)
             }
             KillPoint::WhenTheCaHoldsOrders(n) => {
                 let conn = rusqlite::Connection::open(&db).unwrap();

@@ -150,17 +150,17 @@ async fn fifty_enrollments_through_pebble_and_bind() {
     // One certificate per job, every challenge record added and removed again.
     let (_, body) = common::http_get(&worker.metrics);
     assert_eq!(
-        metric(&body, "ragw_acme_certificates_issued_total"),
+        metric(&body, "ragw_worker_acme_certificates_issued_total"),
         f64::from(DEVICES),
         "{body}"
     );
     let adds = metric(
         &body,
-        "ragw_dns_updates_total{provider=\"rfc2136\",operation=\"add\",outcome=\"ok\"}",
+        "ragw_worker_dns_updates_total{provider=\"rfc2136\",operation=\"add\",outcome=\"ok\"}",
     );
     let removes = metric(
         &body,
-        "ragw_dns_updates_total{provider=\"rfc2136\",operation=\"remove\",outcome=\"ok\"}",
+        "ragw_worker_dns_updates_total{provider=\"rfc2136\",operation=\"remove\",outcome=\"ok\"}",
     );
     assert!(adds >= f64::from(DEVICES), "{body}");
     assert_eq!(adds, removes, "every TXT record removed: {body}");

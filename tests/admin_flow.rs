@@ -157,14 +157,29 @@ async fn manual_approval_then_issue_then_restart() {
     let metrics = dev.endpoint("metrics");
     let (status, body) = common::http_get(&metrics);
     assert!(status.contains("200"), "{status}");
+    let samples: Vec<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
     assert!(
-        body.contains("ragw_registrar_rpcs_total{rpc=\"Approve\",outcome=\"ok\"} 1"),
+        samples.contains(&"ragw_registrar_rpcs_total{rpc=\"Approve\",outcome=\"ok\"} 1"),
         "{body}"
     );
     assert!(
-        body.contains("ragw_registrar_certificates_recorded_total 1"),
+        samples.contains(&"ragw_registrar_certificates_recorded_total 1"),
         "{body}"
     );
+    // One prefix per component, never doubled (`ragw_ragw_…`).
+    for sample in &samples {
+        let name = sample.split(['{', ' ']).next().unwrap_or_default();
+        assert!(
+            ["ragw_registrar_", "ragw_worker_", "ragw_ca_", "ragw_est_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                && !name.starts_with("ragw_ragw"),
+            "metric {name} does not carry exactly one component prefix"
+        );
+    }
     let (status, body) = common::http_get(&metrics.replace("/metrics", "/readyz"));
     assert!(
         status.contains("200") && body.contains("ready"),

@@ -86,7 +86,9 @@ impl Default for WorkerMetrics {
 }
 
 impl WorkerMetrics {
+    /// Registers the counters under `ragw_worker_`.
     pub fn register(&self, registry: &MetricsRegistry) {
+        let registry = registry.component("worker");
         registry.register(
             "acme_requests",
             "ACME HTTP requests by resource kind, method and HTTP status (or error)",

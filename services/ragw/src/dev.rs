@@ -173,7 +173,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     zones.dedup();
     let zone_refs: Vec<&str> = zones.iter().map(String::as_str).collect();
     let dns_metrics = DnsMetrics::new();
-    dns_metrics.register(&metrics);
+    dns_metrics.register(&metrics.component("worker"));
     let dns = BuiltinDns::bind(
         BuiltinDnsConfig::new(
             args.dns_addr,

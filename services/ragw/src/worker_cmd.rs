@@ -172,7 +172,7 @@ pub async fn run_worker(config: Option<&Path>) -> Result<()> {
         .context("the worker needs a [dns] section")?;
     let metrics = MetricsRegistry::new();
     let dns_metrics = DnsMetrics::new();
-    dns_metrics.register(&metrics);
+    dns_metrics.register(&metrics.component("worker"));
     let worker_metrics = WorkerMetrics::default();
     worker_metrics.register(&metrics);
     let (dns, builtin) = dns_provider(&dns_section, &dns_metrics).await?;

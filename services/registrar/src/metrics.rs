@@ -20,24 +20,26 @@ pub struct RegistrarMetrics {
 }
 
 impl RegistrarMetrics {
+    /// Registers the counters under `ragw_registrar_`.
     pub fn register(&self, registry: &MetricsRegistry) {
+        let registry = registry.component("registrar");
         registry.register(
-            "ragw_registrar_rpcs",
+            "rpcs",
             "Registrar RPCs by name and outcome (ok or the gRPC code)",
             self.rpcs.clone(),
         );
         registry.register(
-            "ragw_registrar_enrollments_created",
+            "enrollments_created",
             "New enrollments stored (retries of an existing one not counted)",
             self.enrollments_created.clone(),
         );
         registry.register(
-            "ragw_registrar_certificates_recorded",
+            "certificates_recorded",
             "Certificates recorded as issued",
             self.certificates_recorded.clone(),
         );
         registry.register(
-            "ragw_registrar_jobs_leased",
+            "jobs_leased",
             "Jobs handed to workers",
             self.jobs_leased.clone(),
         );

@@ -1240,7 +1240,7 @@ mod tests {
             acme_requests_total{kind=\"newOrder\",method=\"POST\",outcome=\"201\"} 10\n\
             acme_requests_total{kind=\"order\",method=\"POST\",outcome=\"200\"} 20\n\
             acme_requests_total{kind=\"directory\",method=\"GET\",outcome=\"200\"} 1\n\
-            ragw_acme_certificates_issued_total 10\n";
+            ragw_worker_acme_certificates_issued_total 10\n";
         let now = AcmeCounters::parse(text);
         assert_eq!(
             now,
