@@ -186,16 +186,19 @@ impl Registrar {
         {
             return Err(refuse_for(Status::permission_denied(m)).await);
         }
-        let assignment = self
+        // Only GetAssignment (/csrattrs) allocates a label: a refused enrollment must leave no
+        // device or label behind, and a device without a name cannot have built a valid CSR.
+        let Some(assignment) = self
             .store
-            .assign_label(
-                &device,
-                &profile.name,
-                profile.primary_parent_domain(),
-                &caller.actor(),
-            )
+            .find_label(&device, &profile.name)
             .await
-            .map_err(store_status)?;
+            .map_err(store_status)?
+        else {
+            let e = CsrError::NoNameAssigned {
+                profile: profile.name.clone(),
+            };
+            return Err(refuse_for(Self::csr_status(&e, &[])).await);
+        };
         let names = profile.names_for(&assignment.label, &assignment.parent_domain);
         if let Err(e) = check_csr(&csr, &profile, &names) {
             return Err(refuse_for(Self::csr_status(&e, &names.required)).await);

@@ -82,6 +82,15 @@ pub enum CsrError {
     )]
     BadName { name: String },
 
+    /// The device has no name yet: names are assigned when it asks for its CSR attributes, so
+    /// no CSR it could have built names it correctly, and an enrollment must not allocate one.
+    #[error(
+        "no name is assigned to this device in profile {profile:?} yet: ask for the CSR \
+         attributes first (EST /csrattrs or the TEAP CSR-Attributes TLV) and put the dNSName \
+         they carry in the CSR's subjectAltName"
+    )]
+    NoNameAssigned { profile: String },
+
     /// A dNSName that is not assigned to this device.
     #[error(
         "the CSR asks for {name:?}, but this device is assigned {}",
@@ -131,6 +140,7 @@ impl CsrError {
     pub fn class(&self) -> ErrorClass {
         match self {
             CsrError::NameNotAssigned { .. }
+            | CsrError::NoNameAssigned { .. }
             | CsrError::MissingNames { .. }
             | CsrError::Localhost { .. }
             | CsrError::PublicIp { .. }

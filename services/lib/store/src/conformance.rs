@@ -72,6 +72,12 @@ async fn verify_ok(store: &Fresh) {
 }
 
 pub async fn labels_are_stable_and_unique(store: Fresh) {
+    assert_eq!(
+        store.find_label(&mac(1), "iot").await.unwrap(),
+        None,
+        "looking a label up must not allocate one"
+    );
+    assert!(store.get_device(&mac(1)).await.unwrap().is_none());
     let a = store
         .assign_label(&mac(1), "iot", "devices.example.test", "t")
         .await
@@ -88,6 +94,8 @@ pub async fn labels_are_stable_and_unique(store: Fresh) {
         .await
         .unwrap();
     assert_ne!(other_profile.label, a.label);
+    let found = store.find_label(&mac(1), "iot").await.unwrap().unwrap();
+    assert_eq!((found.label, found.allocated), (a.label.clone(), false));
     let mut labels = std::collections::HashSet::new();
     for i in 10..210 {
         let l = store

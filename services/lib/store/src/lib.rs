@@ -231,6 +231,13 @@ pub trait Store: AcmeStore + Send + Sync {
         actor: &str,
     ) -> Result<LabelAssignment>;
 
+    /// The device's label for the profile if one was allocated; never allocates.
+    async fn find_label(
+        &self,
+        device: &DeviceIdentity,
+        profile: &str,
+    ) -> Result<Option<LabelAssignment>>;
+
     /// Stores a new enrollment, or returns the existing one with the same (device, CSR hash)
     /// with `true`.
     async fn create_enrollment(&self, new: NewEnrollment) -> Result<(EnrollmentRecord, bool)>;

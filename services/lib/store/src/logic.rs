@@ -216,6 +216,29 @@ async fn ensure_device<C: Conn>(
     Ok(false)
 }
 
+pub(crate) async fn find_label<C: Conn>(
+    tx: &mut Tx<C>,
+    device: &DeviceIdentity,
+    profile: &str,
+) -> Result<Option<LabelAssignment>> {
+    let rows =
+        tx.c.query(
+            "SELECT parent_domain, label FROM labels WHERE device_id = $1 AND profile = $2",
+            &[(&device.key()).into(), profile.into()],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    Ok(Some(LabelAssignment {
+        device: device.clone(),
+        profile: profile.to_string(),
+        parent_domain: row.text(0)?,
+        label: row.text(1)?,
+        allocated: false,
+    }))
+}
+
 pub(crate) async fn assign_label<C: Conn>(
     tx: &mut Tx<C>,
     device: &DeviceIdentity,
@@ -223,22 +246,10 @@ pub(crate) async fn assign_label<C: Conn>(
     parent_domain: &str,
     actor: &str,
 ) -> Result<LabelAssignment> {
-    let key = device.key();
-    let rows =
-        tx.c.query(
-            "SELECT parent_domain, label FROM labels WHERE device_id = $1 AND profile = $2",
-            &[(&key).into(), profile.into()],
-        )
-        .await?;
-    if let Some(row) = rows.first() {
-        return Ok(LabelAssignment {
-            device: device.clone(),
-            profile: profile.to_string(),
-            parent_domain: row.text(0)?,
-            label: row.text(1)?,
-            allocated: false,
-        });
+    if let Some(existing) = find_label(tx, device, profile).await? {
+        return Ok(existing);
     }
+    let key = device.key();
     ensure_device(tx, device, actor).await?;
     // 44 bits per draw: a clash is rare, ten in a row means something else is wrong.
     for _ in 0..10 {

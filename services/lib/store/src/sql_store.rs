@@ -106,6 +106,18 @@ impl<B: Backend> Store for SqlStore<B> {
         .await
     }
 
+    async fn find_label(
+        &self,
+        device: &DeviceIdentity,
+        profile: &str,
+    ) -> Result<Option<LabelAssignment>> {
+        let args = (device.clone(), profile.to_string());
+        self.run(false, args, |tx, a| {
+            Box::pin(logic::find_label(tx, &a.0, &a.1))
+        })
+        .await
+    }
+
     async fn create_enrollment(&self, new: NewEnrollment) -> Result<(EnrollmentRecord, bool)> {
         self.run(true, new, |tx, a| Box::pin(logic::create_enrollment(tx, a)))
             .await
