@@ -161,6 +161,18 @@ async fn enroll_retry_idevid_and_reenroll() {
         .post_csr(REENROLL, "", &b64(&csr_with(&key3, &idevid_names)))
         .await
         .expect(403, "revoked");
+    // Revoking it a second time is refused, and the refusal is audited.
+    let refused_before = refusals(&dev).await;
+    let again = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial_hex: cert_serial_hex(&device_cert),
+            reason: "keyCompromise".into(),
+        })
+        .await
+        .expect_err("a second revocation was accepted");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    assert!(again.message().contains("already revoked"), "{again:?}");
+    assert_eq!(refusals(&dev).await, refused_before + 1);
     gw.shutdown().await;
 }
 
