@@ -108,15 +108,35 @@ async fn enroll_retry_idevid_and_reenroll() {
         key_pkcs8: dev_key.serialize_der(),
     });
     let new_key = rcgen::KeyPair::generate().unwrap();
-    let r = reenroller
-        .post_csr(REENROLL, "", &b64(&csr_with(&new_key, &idevid_names)))
-        .await;
+    let renewal_csr = b64(&csr_with(&new_key, &idevid_names));
+    let r = reenroller.post_csr(REENROLL, "", &renewal_csr).await;
     let renewed = r.certs().remove(0);
     assert_eq!(cert_spki(&renewed), new_key.subject_public_key_info());
     assert_ne!(renewed, device_cert);
 
+    // The renewed certificate has no second life: only the retry of the very request that
+    // superseded it gets an answer (the same certificate); any other request is refused.
+    let retried = reenroller.post_csr(REENROLL, "", &renewal_csr).await;
+    assert_eq!(retried.certs(), vec![renewed.clone()]);
+    let another_key = rcgen::KeyPair::generate().unwrap();
+    reenroller
+        .post_csr(REENROLL, "", &b64(&csr_with(&another_key, &idevid_names)))
+        .await
+        .expect(403, "superseded");
+    // A device that lost its new certificate comes back with its bootstrap credential.
+    let recovered = idevid
+        .post_csr(ENROLL, "", &b64(&csr_with(&another_key, &idevid_names)))
+        .await;
+    recovered.expect(200, "");
+    let recovered = recovered.certs().remove(0);
+    assert_eq!(cert_spki(&recovered), another_key.subject_public_key_info());
+    let renewed_client = RawClient::new(&gw, &pki).with_identity(ClientIdentity {
+        chain: vec![recovered.clone()],
+        key_pkcs8: another_key.serialize_der(),
+    });
+
     // Other names are refused on re-enrollment too, naming the expected SAN.
-    let r = reenroller
+    let r = renewed_client
         .post_csr(
             REENROLL,
             "",
@@ -151,16 +171,28 @@ async fn enroll_retry_idevid_and_reenroll() {
     // A revoked certificate cannot re-enroll.
     admin
         .revoke_certificate(pb::RevokeCertificateRequest {
-            serial_hex: cert_serial_hex(&device_cert),
+            serial_hex: cert_serial_hex(&recovered),
             reason: "keyCompromise".into(),
         })
         .await
         .unwrap();
     let key3 = rcgen::KeyPair::generate().unwrap();
-    reenroller
+    renewed_client
         .post_csr(REENROLL, "", &b64(&csr_with(&key3, &idevid_names)))
         .await
         .expect(403, "revoked");
+    // Revoking it a second time is refused, and the refusal is audited.
+    let refused_before = refusals(&dev).await;
+    let again = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial_hex: cert_serial_hex(&recovered),
+            reason: "keyCompromise".into(),
+        })
+        .await
+        .expect_err("a second revocation was accepted");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    assert!(again.message().contains("already revoked"), "{again:?}");
+    assert_eq!(refusals(&dev).await, refused_before + 1);
     gw.shutdown().await;
 }
 

@@ -219,6 +219,19 @@ async fn bad_input_is_refused_and_only_audited() {
     );
     refusals += 1;
 
+    // Revoking a serial the registrar never issued is refused, and audited like any refusal.
+    expect(
+        admin
+            .revoke_certificate(pb::RevokeCertificateRequest {
+                serial_hex: "1a2b3c".into(),
+                reason: "keyCompromise".into(),
+            })
+            .await,
+        Code::NotFound,
+        "certificate with serial 1a2b3c",
+    );
+    refusals += 1;
+
     // Nothing stored but the refusals.
     let db = rusqlite::Connection::open(dev.dir.join("ragw.db")).unwrap();
     for table in ["devices", "labels", "enrollments", "certificates"] {

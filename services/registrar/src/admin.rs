@@ -253,11 +253,22 @@ impl pb::admin_service_server::AdminService for Registrar {
         if let Err(s) = check_reason(&req.reason) {
             return Err(self.refuse(&actor, "RevokeCertificate", s, "").await);
         }
-        let c = self
+        let c = match self
             .store
             .revoke_certificate(&serial, &actor, &req.reason)
             .await
-            .map_err(store_status)?;
+        {
+            Ok(c) => c,
+            // An unknown or already revoked serial is a refusal like any other: audited.
+            Err(
+                e @ (ragw_store::StoreError::NotFound(_) | ragw_store::StoreError::Conflict(_)),
+            ) => {
+                return Err(self
+                    .refuse(&actor, "RevokeCertificate", store_status(e), "")
+                    .await);
+            }
+            Err(e) => return Err(store_status(e)),
+        };
         self.metrics.rpc("RevokeCertificate", "ok");
         Ok(Response::new(pb::RevokeCertificateResponse {
             serial_hex: c.serial_hex,

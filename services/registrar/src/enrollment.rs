@@ -62,6 +62,7 @@ impl Registrar {
         &self,
         device: &DeviceIdentity,
         der: &[u8],
+        csr_sha256: &str,
     ) -> Result<(), String> {
         if der.len() > MAX_CERT_DER_LEN {
             return Err(format!(
@@ -94,6 +95,42 @@ impl Registrar {
             return Err(format!(
                 "the current certificate does not match the one ragw issued with serial {serial}"
             ));
+        }
+        // A renewed certificate has no second life: only the newest certificate of its profile
+        // re-enrolls, so a stolen old one cannot. The one exception is the retry of the very
+        // request that superseded it (same device, same CSR), which returns that same
+        // enrollment. A device that lost its new certificate enrolls with its bootstrap
+        // credential (IDevID or password) instead.
+        let profile = self
+            .store
+            .get_enrollment(&record.enrollment_id)
+            .await
+            .map_err(|e| format!("looking up the current certificate's enrollment: {e}"))?
+            .map(|e| e.profile)
+            .ok_or_else(|| {
+                format!("the current certificate (serial {serial}) has no enrollment")
+            })?;
+        let newest = self
+            .store
+            .newest_certificate(device, &profile)
+            .await
+            .map_err(|e| format!("looking up the device's newest certificate: {e}"))?;
+        if let Some(newest) = newest
+            && newest.serial_hex != record.serial_hex
+        {
+            let same_request = self
+                .store
+                .get_enrollment(&newest.enrollment_id)
+                .await
+                .map_err(|e| format!("looking up the renewal: {e}"))?
+                .is_some_and(|e| e.csr_sha256 == csr_sha256);
+            if !same_request {
+                return Err(format!(
+                    "the current certificate (serial {serial}) has been superseded by serial {}; \
+                     re-enroll with the newest certificate, or enroll with the bootstrap credential",
+                    newest.serial_hex
+                ));
+            }
         }
         Ok(())
     }
@@ -181,7 +218,7 @@ impl Registrar {
         };
         if !req.current_certificate_der.is_empty()
             && let Err(m) = self
-                .check_current_certificate(&device, &req.current_certificate_der)
+                .check_current_certificate(&device, &req.current_certificate_der, &csr.sha256_hex())
                 .await
         {
             return Err(refuse_for(Status::permission_denied(m)).await);

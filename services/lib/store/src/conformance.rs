@@ -627,6 +627,51 @@ pub async fn certificates_can_be_revoked(store: Fresh) {
     let c = store.get_certificate("00AB").await.unwrap().unwrap();
     assert!(!c.revoked);
     assert_eq!(c.enrollment_id, e.id);
+    assert_eq!(
+        store
+            .newest_certificate(&mac(3), "iot")
+            .await
+            .unwrap()
+            .map(|c| c.serial_hex),
+        Some("00ab".to_string())
+    );
+    assert!(
+        store
+            .newest_certificate(&mac(4), "iot")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .newest_certificate(&mac(3), "other-profile")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A renewal supersedes it: the newest certificate is the renewal's.
+    let (renewal, _) = store
+        .create_enrollment(new_enrollment(
+            &mac(3),
+            "revoke000",
+            b"r-2",
+            ApprovalMode::Auto,
+        ))
+        .await
+        .unwrap();
+    let j = store.lease_jobs("w", 1, 60_000_000).await.unwrap();
+    store
+        .complete(&renewal.id, &j[0].lease_token, "w", cert("00cd"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .newest_certificate(&mac(3), "iot")
+            .await
+            .unwrap()
+            .map(|c| c.serial_hex),
+        Some("00cd".to_string())
+    );
     let r = store
         .revoke_certificate("00ab", "admin:alice", "keyCompromise")
         .await

@@ -298,6 +298,13 @@ pub trait Store: AcmeStore + Send + Sync {
     ) -> Result<EnrollmentRecord>;
 
     async fn get_certificate(&self, serial_hex: &str) -> Result<Option<CertificateRecord>>;
+    /// The certificate most recently issued to `device` for `profile`, revoked or not: a
+    /// re-enrollment must present it, since an older one has been superseded by a renewal.
+    async fn newest_certificate(
+        &self,
+        device: &DeviceIdentity,
+        profile: &str,
+    ) -> Result<Option<CertificateRecord>>;
     /// The CA certificates (the chain without its end-entity certificate) of the newest
     /// certificate issued for `profile`; empty when none was issued yet.
     async fn issuer_certificates(&self, profile: &str) -> Result<Vec<Vec<u8>>>;

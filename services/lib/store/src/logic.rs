@@ -1024,6 +1024,23 @@ pub(crate) async fn get_certificate<C: Conn>(
     rows.first().map(certificate_from_row).transpose()
 }
 
+pub(crate) async fn newest_certificate<C: Conn>(
+    tx: &mut Tx<C>,
+    (device_key, profile): &(String, String),
+) -> Result<Option<CertificateRecord>> {
+    let rows =
+        tx.c.query(
+            "SELECT c.serial_hex, c.enrollment_id, c.device_id, c.not_before, c.not_after, c.issued, \
+             c.revoked, c.revocation_reason, c.chain_der \
+             FROM certificates c JOIN enrollments e ON e.id = c.enrollment_id \
+             WHERE c.device_id = $1 AND e.profile = $2 \
+             ORDER BY c.issued DESC, c.not_before DESC, c.serial_hex DESC LIMIT 1",
+            &[device_key.into(), profile.into()],
+        )
+        .await?;
+    rows.first().map(certificate_from_row).transpose()
+}
+
 pub(crate) async fn revoke_certificate<C: Conn>(
     tx: &mut Tx<C>,
     serial_hex: &str,

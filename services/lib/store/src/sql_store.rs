@@ -300,6 +300,17 @@ impl<B: Backend> Store for SqlStore<B> {
         .await
     }
 
+    async fn newest_certificate(
+        &self,
+        device: &DeviceIdentity,
+        profile: &str,
+    ) -> Result<Option<CertificateRecord>> {
+        self.run(false, (device.key(), profile.to_string()), |tx, a| {
+            Box::pin(logic::newest_certificate(tx, a))
+        })
+        .await
+    }
+
     async fn revoke_certificate(
         &self,
         serial_hex: &str,
