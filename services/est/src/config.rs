@@ -232,9 +232,11 @@ pub struct LabelSection {
     pub profile: Option<String>,
     /// PEM CA certificates for `/cacerts`; defaults to `est.cacerts`.
     pub cacerts: Option<PathBuf>,
-    /// Line length of base64 response bodies; 0 (default) writes one line, which every client
-    /// reads (strongSwan's `pki --est` reads nothing else). 64 or 76 give MIME-style CRLF lines.
-    #[serde(default)]
+    /// Line length of base64 response bodies; 64 (default) gives CRLF-terminated lines as in
+    /// RFC 7030's examples, which clients decoding with OpenSSL's line-based BIO need (it reads
+    /// nothing from a body without a line break and cuts lines of 1024 characters and more).
+    /// 0 writes one line, for labels serving strongSwan's `pki --est`, which reads nothing else.
+    #[serde(default = "default_base64_line_length")]
     pub base64_line_length: usize,
     /// Send `Content-Transfer-Encoding: base64` with base64 bodies (RFC 7030 did; RFC 8951
     /// says clients must not rely on it).
@@ -246,6 +248,13 @@ pub struct LabelSection {
     pub csrattrs_key: Option<KeyType>,
     pub basic: Option<BasicSection>,
     pub client_cert: Option<ClientCertSection>,
+}
+
+/// RFC 7030's examples and MIME (RFC 2045 allows up to 76) wrap base64 at 64 characters.
+pub const DEFAULT_BASE64_LINE_LENGTH: usize = 64;
+
+fn default_base64_line_length() -> usize {
+    DEFAULT_BASE64_LINE_LENGTH
 }
 
 fn default_true() -> bool {
@@ -383,7 +392,7 @@ impl LabelConfig {
             label: label.to_string(),
             profile: profile.to_string(),
             cacerts: Vec::new(),
-            base64_line_length: 0,
+            base64_line_length: DEFAULT_BASE64_LINE_LENGTH,
             content_transfer_encoding: true,
             realm: format!("ragw EST {label}"),
             csrattrs_key: None,

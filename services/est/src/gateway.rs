@@ -311,7 +311,8 @@ impl Gateway {
         let not_found = |m: String| HttpResponse::text(StatusCode::NOT_FOUND, m);
         let rest = path.strip_prefix(WELL_KNOWN).ok_or_else(|| {
             not_found(format!(
-                "{path:?} is not an EST path; EST operations are under {WELL_KNOWN}"
+                "{:?} is not an EST path; EST operations are under {WELL_KNOWN}",
+                truncate(path, 64)
             ))
         })?;
         let parts: Vec<&str> = rest.split('/').collect();
@@ -320,8 +321,9 @@ impl Gateway {
             [label, op] => (Some(*label), *op),
             _ => {
                 return Err(not_found(format!(
-                    "{path:?} is not an EST path; use {WELL_KNOWN}<operation> or \
-                     {WELL_KNOWN}<label>/<operation>"
+                    "{:?} is not an EST path; use {WELL_KNOWN}<operation> or \
+                     {WELL_KNOWN}<label>/<operation>",
+                    truncate(path, 64)
                 )));
             }
         };

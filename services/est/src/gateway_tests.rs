@@ -192,7 +192,12 @@ fn cacerts_is_unauthenticated_certs_only_base64() {
         "application/pkcs7-mime; smime-type=certs-only"
     );
     assert_eq!(r.header(&CTE).unwrap(), "base64");
-    assert!(!body(&r).contains('\n'), "one line by default");
+    let text = body(&r);
+    assert!(text.ends_with("\r\n"), "CRLF-wrapped by default");
+    for line in text.split_terminator("\r\n") {
+        assert!(line.len() <= 64 && !line.contains('\n'), "line {line:?}");
+    }
+    assert_eq!(text.split_terminator("\r\n").next().unwrap().len(), 64);
     let der = decode_lenient(&r.body, 1 << 20).unwrap();
     assert_eq!(
         ragw_pki::parse_certs_only(&der).unwrap(),
@@ -620,4 +625,24 @@ fn wrapped_responses_on_a_label_that_asks_for_them() {
     assert!(text.contains("\r\n"));
     assert!(text.split("\r\n").all(|l| l.len() <= 64));
     assert!(r.header(&CTE).is_none());
+}
+
+#[test]
+fn not_found_bodies_echo_a_bounded_part_of_a_long_path() {
+    let (gw, _) = gateway();
+    let long = "a".repeat(60 * 1024);
+    for path in [
+        format!("/{long}"),
+        format!("/.well-known/est/a/b/{long}"),
+        format!("/.well-known/est/{long}"),
+        format!("/.well-known/est/iot/{long}"),
+    ] {
+        let r = respond(gw.begin(&request(Method::GET, &path), SystemTime::now()));
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(
+            r.body.len() < 512,
+            "a 404 for a 60 KiB path has a {} byte body",
+            r.body.len()
+        );
+    }
 }
