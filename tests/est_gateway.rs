@@ -575,3 +575,136 @@ async fn cacerts_come_from_the_upstream_chain_when_none_are_configured() {
     let labelled = client.get("/.well-known/est/iot/cacerts", "").await;
     assert_eq!(labelled.body, r.body);
 }
+
+/// What a strict embedded client checks: header names spelled exactly (compared
+/// case-sensitively) and base64 in CRLF lines of 64 characters.
+fn assert_strict_wire(r: &Response, what: &str) {
+    const SPELLED: &[&str] = &[
+        "Content-Type",
+        "Content-Length",
+        "Content-Transfer-Encoding",
+        "WWW-Authenticate",
+        "Retry-After",
+        "Connection",
+        "Date",
+        "Allow",
+    ];
+    for (name, _) in &r.headers {
+        assert!(
+            SPELLED.contains(&name.as_str()),
+            "{what}: header name {name:?} is not in its canonical spelling"
+        );
+    }
+    assert!(
+        r.headers.iter().any(|(n, _)| n == "Content-Length"),
+        "{what}: no Content-Length"
+    );
+    assert!(
+        r.headers.iter().any(|(n, _)| n == "Content-Type"),
+        "{what}: no Content-Type"
+    );
+}
+
+fn assert_wrapped_base64(r: &Response, what: &str) {
+    assert!(
+        r.headers
+            .iter()
+            .any(|(n, v)| n == "Content-Transfer-Encoding" && v == "base64"),
+        "{what}: no Content-Transfer-Encoding: base64"
+    );
+    let text = std::str::from_utf8(&r.body).unwrap();
+    assert!(
+        text.ends_with("\r\n"),
+        "{what}: last line not CRLF-terminated"
+    );
+    let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+    assert!(lines.len() > 1, "{what}: one line");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            !line.contains('\n') && !line.contains('\r'),
+            "{what}: bare line break"
+        );
+        if i + 1 < lines.len() {
+            assert_eq!(line.len(), 64, "{what}: line {i} is {} long", line.len());
+        } else {
+            assert!(!line.is_empty() && line.len() <= 64, "{what}: last line");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_clients_get_exact_header_names_and_64_column_base64() {
+    let dev = Dev::start(&["--no-worker", "--approve", "manual"]);
+    let pki = EstPki::new();
+    let mut config = est_config(&pki);
+    config.enrollment.wait = Duration::from_millis(300);
+    // est_config's labels take the server default: 64-column CRLF lines.
+    assert!(config.labels.iter().all(|l| l.base64_line_length == 64));
+    let ca = Arc::new(TestCa::new("issuer"));
+    config.labels[0].cacerts = vec![ca.der.clone()];
+    let gw = Gateway::start(config, dev.channel(Role::Gateway).await, &pki).await;
+    let client = RawClient::new(&gw, &pki);
+
+    let r = client.get("/.well-known/est/cacerts", "").await;
+    r.expect(200, "");
+    assert_strict_wire(&r, "200 cacerts");
+    assert_wrapped_base64(&r, "200 cacerts");
+
+    let r = client.get(CSRATTRS, "").await;
+    assert_eq!(r.status, 401);
+    assert_strict_wire(&r, "401");
+    assert!(
+        r.headers
+            .iter()
+            .any(|(n, v)| n == "WWW-Authenticate" && v.starts_with("Basic realm=")),
+        "401 without an exactly spelled WWW-Authenticate: {:?}",
+        r.headers
+    );
+
+    let r = client.get("/.well-known/est/iot/nothing", "").await;
+    assert_eq!(r.status, 404);
+    assert_strict_wire(&r, "404");
+
+    let auth = basic("sn-strict", BOOTSTRAP);
+    let r = client.get(CSRATTRS, &auth).await;
+    r.expect(200, "");
+    assert_strict_wire(&r, "200 csrattrs");
+    assert_wrapped_base64(&r, "200 csrattrs");
+    let names = csrattrs_names(&r);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = b64(&csr_with(&key, &names));
+
+    let r = client.post_csr(ENROLL, &auth, &csr).await;
+    r.expect(202, "");
+    assert_strict_wire(&r, "202 simpleenroll");
+    assert!(r.headers.iter().any(|(n, _)| n == "Retry-After"));
+
+    let mut admin = AdminServiceClient::new(dev.channel(Role::Admin).await);
+    let pending = admin
+        .list_pending_approvals(pb::ListPendingApprovalsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    admin
+        .approve(pb::ApproveRequest {
+            enrollment_id: pending.enrollments[0].id.clone(),
+            reason: "strict client".into(),
+        })
+        .await
+        .unwrap();
+    let _issuer = TestIssuer::spawn(dev.channel(Role::Worker).await, ca.clone());
+    let mut issued = None;
+    for _ in 0..50 {
+        let r = client.post_csr(ENROLL, &auth, &csr).await;
+        if r.status == 200 {
+            issued = Some(r);
+            break;
+        }
+        r.expect(202, "");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = issued.expect("the certificate after approval");
+    assert_strict_wire(&r, "200 simpleenroll");
+    assert_wrapped_base64(&r, "200 simpleenroll");
+    gw.shutdown().await;
+}
