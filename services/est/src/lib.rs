@@ -14,6 +14,7 @@
 mod auth;
 pub mod config;
 pub mod gateway;
+pub mod guard;
 pub mod header_case;
 pub mod proxy;
 mod ratelimit;
