@@ -168,7 +168,10 @@ async fn enroll_retry_idevid_and_reenroll() {
 async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     let dev = Dev::start(&["--no-worker"]);
     let pki = EstPki::new();
-    let gw = Gateway::start(est_config(&pki), dev.channel(Role::Gateway).await, &pki).await;
+    let mut config = est_config(&pki);
+    // Every refusal of this test audited one by one (the bounded form has its own test).
+    config.limits.guard.audit_per_source = 1000;
+    let gw = Gateway::start(config, dev.channel(Role::Gateway).await, &pki).await;
     let client = RawClient::new(&gw, &pki);
     let device = "sn-bad";
     let auth = basic(device, BOOTSTRAP);
@@ -218,10 +221,17 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
         r.header("www-authenticate"),
         Some("Basic realm=\"ragw EST iot\", charset=\"UTF-8\"")
     );
+    // A guess on another name (a wrong password makes its name wait): 401, then that name is
+    // not checked until the Retry-After is over, even with the right password.
     client
-        .post_csr(ENROLL, &basic(device, "guess"), &good)
+        .post_csr(ENROLL, &basic("sn-guessed", "guess"), &good)
         .await
         .expect(401, "wrong user name or password");
+    let r = client
+        .post_csr(ENROLL, &basic("sn-guessed", BOOTSTRAP), &good)
+        .await;
+    r.expect(429, "the password was not checked");
+    assert_eq!(r.header("retry-after"), Some("1"));
     client
         .post_csr(ENROLL, "Authorization: Bearer abc\r\n", &good)
         .await
@@ -297,8 +307,16 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     assert!(
         gateway_refusals
             .iter()
-            .any(|d| d.contains("\"claimed_identity\":\"sn-bad\"") && d.contains("\"status\":401")),
+            .any(|d| d.contains("\"claimed_identity\":\"sn-guessed\"")
+                && d.contains("\"status\":401")),
         "{gateway_refusals:#?}"
+    );
+    assert!(
+        gateway_refusals
+            .iter()
+            .any(|d| d.contains("\"claimed_identity\":\"sn-guessed\"")
+                && d.contains("\"status\":429")),
+        "the unchecked password is audited too: {gateway_refusals:#?}"
     );
 
     // Nothing was stored for this device but its label: no enrollment at all.
