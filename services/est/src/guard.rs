@@ -93,18 +93,18 @@ impl AuthGuard {
 
     /// Whether a password for `user` may be checked now.
     pub fn may_check(&self, user: &str, now: Instant) -> Result<(), NotChecked> {
-        if self.limits.failures_per_second > 0 {
-            if let Some((start, count)) = *lock(&self.global) {
-                let elapsed = now.saturating_duration_since(start);
-                if elapsed < Duration::from_secs(1) && count >= self.limits.failures_per_second {
-                    return Err(NotChecked::GlobalBound(Duration::from_secs(1) - elapsed));
-                }
+        if self.limits.failures_per_second > 0
+            && let Some((start, count)) = *lock(&self.global)
+        {
+            let elapsed = now.saturating_duration_since(start);
+            if elapsed < Duration::from_secs(1) && count >= self.limits.failures_per_second {
+                return Err(NotChecked::GlobalBound(Duration::from_secs(1) - elapsed));
             }
         }
-        if let Some(state) = lock(&self.users).get(user) {
-            if now < state.blocked_until {
-                return Err(NotChecked::UserBackoff(state.blocked_until - now));
-            }
+        if let Some(state) = lock(&self.users).get(user)
+            && now < state.blocked_until
+        {
+            return Err(NotChecked::UserBackoff(state.blocked_until - now));
         }
         Ok(())
     }
