@@ -8,16 +8,16 @@
 //! wrapper around it.
 //!
 //! Framing: a head ends at the first empty line; the body that follows is as long as the
-//! head's `Content-Length` (none for 1xx, 204, 304 and answers to HEAD). hyper answers one
-//! request at a time on a connection, so a flag the service sets for the request being answered
-//! says whether it was a HEAD. A head with `Transfer-Encoding` (which this server never sends)
+//! head's `Content-Length` (none for 1xx, 204, 304 and answers to HEAD). The service notes each
+//! request's method in [`RequestMethods`] as it is called; final responses are written in
+//! request order, so each final head takes the oldest entry to learn whether it answers a HEAD. A head with `Transfer-Encoding` (which this server never sends)
 //! or an over-long head switches the rewriter to passing everything through unchanged: the
 //! stream is never corrupted, only left in hyper's spelling.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -56,6 +56,34 @@ pub fn canonical_name(name: &str) -> String {
     out
 }
 
+/// Per connection: whether each request not yet answered is a HEAD, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMethods(Arc<Mutex<VecDeque<bool>>>);
+
+/// More unanswered requests than hyper ever has in flight on one connection; a bound so that a
+/// misuse cannot grow the queue.
+const MAX_UNANSWERED: usize = 16;
+
+impl RequestMethods {
+    /// Called by the service for each request, in order.
+    pub fn note(&self, is_head: bool) {
+        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.len() < MAX_UNANSWERED {
+            q.push_back(is_head);
+        }
+    }
+
+    /// Whether the oldest unanswered request is a HEAD (false for responses hyper makes itself,
+    /// which answer no service call).
+    fn answered(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+            .unwrap_or(false)
+    }
+}
+
 #[derive(Debug)]
 enum State {
     /// Collecting a response head.
@@ -81,9 +109,9 @@ impl Default for HeadRewriter {
 }
 
 impl HeadRewriter {
-    /// Feeds bytes hyper wrote; appends what goes on the wire to `out`. `answers_head` says
-    /// whether the response being written answers a HEAD request.
-    pub fn feed(&mut self, mut input: &[u8], answers_head: bool, out: &mut Vec<u8>) {
+    /// Feeds bytes hyper wrote; appends what goes on the wire to `out`. `answers_head` is asked,
+    /// once per final (non-1xx) head, whether that response answers a HEAD request.
+    pub fn feed(&mut self, mut input: &[u8], answers_head: &dyn Fn() -> bool, out: &mut Vec<u8>) {
         while !input.is_empty() {
             match &mut self.state {
                 State::Passthrough => {
@@ -136,9 +164,10 @@ impl HeadRewriter {
 
 /// Writes `head` with canonical names to `out`; returns the body length, or None when the
 /// framing cannot be followed.
-fn rewrite_head(head: &[u8], answers_head: bool, out: &mut Vec<u8>) -> Option<u64> {
+fn rewrite_head(head: &[u8], answers_head: &dyn Fn() -> bool, out: &mut Vec<u8>) -> Option<u64> {
     let Ok(text) = std::str::from_utf8(head) else {
         out.extend_from_slice(head);
+        answers_head();
         return None;
     };
     let mut lines = text.split("\r\n");
@@ -170,7 +199,10 @@ fn rewrite_head(head: &[u8], answers_head: bool, out: &mut Vec<u8>) -> Option<u6
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if (100..200).contains(&status) || status == 204 || status == 304 || answers_head {
+    if (100..200).contains(&status) {
+        return Some(0);
+    }
+    if answers_head() || status == 204 || status == 304 {
         return Some(0);
     }
     if chunked {
@@ -183,18 +215,18 @@ fn rewrite_head(head: &[u8], answers_head: bool, out: &mut Vec<u8>) -> Option<u6
 pub struct CanonicalCase<T> {
     inner: T,
     rewriter: HeadRewriter,
-    answers_head: Arc<AtomicBool>,
+    methods: RequestMethods,
     pending: Vec<u8>,
     written: usize,
 }
 
 impl<T> CanonicalCase<T> {
-    /// `answers_head` is set by the service while it answers a HEAD request.
-    pub fn new(inner: T, answers_head: Arc<AtomicBool>) -> Self {
+    /// `methods` is noted by the service for every request on this connection.
+    pub fn new(inner: T, methods: RequestMethods) -> Self {
         CanonicalCase {
             inner,
             rewriter: HeadRewriter::default(),
-            answers_head,
+            methods,
             pending: Vec::new(),
             written: 0,
         }
@@ -248,9 +280,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CanonicalCase<T> {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         }
-        let answers_head = this.answers_head.load(Ordering::Acquire);
+        let methods = this.methods.clone();
         let mut out = std::mem::take(&mut this.pending);
-        this.rewriter.feed(buf, answers_head, &mut out);
+        this.rewriter.feed(buf, &|| methods.answered(), &mut out);
         this.pending = out;
         // Start writing now; what is left goes out on the next write or flush.
         if let Poll::Ready(Err(e)) = this.drain(cx) {
@@ -285,7 +317,7 @@ mod tests {
         let mut r = HeadRewriter::default();
         let mut out = Vec::new();
         for chunk in wire.chunks(piece) {
-            r.feed(chunk, false, &mut out);
+            r.feed(chunk, &|| false, &mut out);
         }
         String::from_utf8(out).unwrap()
     }
@@ -325,12 +357,12 @@ mod tests {
         let mut out = Vec::new();
         r.feed(
             b"HTTP/1.1 405 Method Not Allowed\r\nallow: GET\r\ncontent-length: 10\r\n\r\n",
-            true,
+            &|| true,
             &mut out,
         );
         r.feed(
             b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
-            false,
+            &|| false,
             &mut out,
         );
         let text = String::from_utf8(out).unwrap();
@@ -341,11 +373,63 @@ mod tests {
         let mut out = Vec::new();
         let chunked =
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhttp/1.1 a: b\r\n\r\n";
-        r.feed(chunked, false, &mut out);
+        r.feed(chunked, &|| false, &mut out);
         assert!(
             String::from_utf8(out)
                 .unwrap()
                 .ends_with("\r\n\r\n5\r\nhttp/1.1 a: b\r\n\r\n")
         );
+    }
+
+    /// hyper itself behind the wrapper: keep-alive with pipelined requests, a HEAD among them
+    /// (hyper sends its Content-Length but no body) and a body that looks like a head.
+    #[tokio::test]
+    async fn hyper_keep_alive_and_pipelining_through_the_wrapper() {
+        use bytes::Bytes;
+        use http_body_util::Full;
+        use hyper::server::conn::http1;
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        const BODY: &str = "x\r\n\r\nHTTP/1.1 200 OK\r\nwww-authenticate: body\r\n\r\n";
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let methods = RequestMethods::default();
+        let noted = methods.clone();
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            noted.note(req.method() == http::Method::HEAD);
+            async move {
+                let resp = http::Response::builder()
+                    .status(401)
+                    .header("www-authenticate", "Basic realm=\"r\"")
+                    .header("content-type", "text/plain")
+                    .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let conn = tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(CanonicalCase::new(server, methods)), service)
+                .await;
+        });
+        let (mut rd, mut wr) = tokio::io::split(client);
+        wr.write_all(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut raw = Vec::new();
+        rd.read_to_end(&mut raw).await.unwrap();
+        conn.await.unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let heads: Vec<&str> = text.matches("WWW-Authenticate: Basic").collect();
+        assert_eq!(heads.len(), 3, "three heads rewritten: {text}");
+        assert!(!text.contains("www-authenticate: Basic"), "{text}");
+        assert!(!text.contains("content-type:"), "{text}");
+        // Both GET bodies arrive byte for byte, the look-alike head inside them untouched.
+        assert_eq!(text.matches(BODY).count(), 2, "{text}");
+        assert_eq!(text.matches("www-authenticate: body").count(), 2, "{text}");
     }
 }

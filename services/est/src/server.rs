@@ -11,10 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::guard::{RefusalAudit, RefusalSummary};
-use crate::header_case::CanonicalCase;
+use crate::header_case::{CanonicalCase, RequestMethods};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -280,14 +279,14 @@ async fn serve_connection(
         addr: addr.ip().to_canonical(),
         tls_chain,
     };
-    // hyper answers one request at a time per connection, so this says whether the response
-    // being written answers a HEAD (which has no body whatever its Content-Length says).
-    let answers_head = Arc::new(AtomicBool::new(false));
-    let service_answers_head = answers_head.clone();
+    // Which requests are HEADs, in order: their answers carry a Content-Length but no body,
+    // which the header-name rewriter must know to find the next response head.
+    let methods = RequestMethods::default();
+    let noted_methods = methods.clone();
     let service = service_fn(move |req: http::Request<Incoming>| {
         let inner = inner.clone();
         let peer = peer.clone();
-        service_answers_head.store(req.method() == http::Method::HEAD, Ordering::Release);
+        noted_methods.note(req.method() == http::Method::HEAD);
         async move { Ok::<_, Infallible>(handle(inner, peer, req).await) }
     });
     let mut builder = http1::Builder::new();
@@ -296,8 +295,7 @@ async fn serve_connection(
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
         .max_buf_size(MAX_HEAD_BYTES);
-    let conn =
-        builder.serve_connection(TokioIo::new(CanonicalCase::new(tls, answers_head)), service);
+    let conn = builder.serve_connection(TokioIo::new(CanonicalCase::new(tls, methods)), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
