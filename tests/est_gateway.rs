@@ -726,3 +726,48 @@ async fn strict_clients_get_exact_header_names_and_64_column_base64() {
     assert_wrapped_base64(&r, "200 simpleenroll");
     gw.shutdown().await;
 }
+
+/// Many refusals from one address: the first few audited one by one, the rest as one summary
+/// event once the interval is over, so a flood does not grow the log row by row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_from_one_address_are_audited_in_bounded_form() {
+    let dev = Dev::start(&["--no-worker"]);
+    let pki = EstPki::new();
+    let mut config = est_config(&pki);
+    config.limits.guard.audit_per_source = 2;
+    config.limits.guard.audit_interval = Duration::from_millis(300);
+    let gw = Gateway::start(config, dev.channel(Role::Gateway).await, &pki).await;
+    let client = RawClient::new(&gw, &pki);
+    for i in 0..7 {
+        client
+            .get(&format!("/.well-known/est/flood{i}/cacerts"), "")
+            .await
+            .expect(404, "unknown EST label");
+    }
+    // The interval ends; the next refusal writes the summary of the last one.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client
+        .get("/.well-known/est/after/cacerts", "")
+        .await
+        .expect(404, "unknown EST label");
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = audited(&dev, "gateway.refused").await;
+        if events.iter().any(|e| e.contains("refusal_summary")) && events.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summaries: Vec<&String> = events
+        .iter()
+        .filter(|e| e.contains("\"operation\":\"refusal_summary\""))
+        .collect();
+    assert_eq!(summaries.len(), 1, "{events:#?}");
+    assert!(
+        summaries[0].contains("5 further refusals") && summaries[0].contains("127.0.0.1"),
+        "{events:#?}"
+    );
+    // Two of the flood, the summary, and the first of the new interval: not eight rows.
+    assert_eq!(events.len(), 4, "{events:#?}");
+    gw.shutdown().await;
+}
