@@ -704,3 +704,31 @@ fn password_guessing_is_bounded_per_user_name_and_server_wide() {
         "2 s after the second failure"
     );
 }
+
+#[test]
+fn csrattrs_takes_an_idevid_without_a_password_and_a_401_says_how() {
+    let (gw, pki) = gateway();
+    let now = SystemTime::now();
+    let mut r = request(Method::GET, "/.well-known/est/iot/csrattrs");
+    r.peer.tls_chain = vec![CertificateDer::from(pki.idevid.clone())];
+    let Step::Assignment(pending, call) = gw.begin(&r, now) else {
+        panic!("an IDevID under the label's anchors learns its name without a password")
+    };
+    assert_eq!(call.device.unwrap().value, "SN-0042");
+    assert_eq!(pending.device.unwrap().kind(), IdentityKind::IdevidSerial);
+
+    let r = respond(gw.begin(&request(Method::GET, "/.well-known/est/iot/csrattrs"), now));
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.header(&WWW_AUTHENTICATE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm=")
+    );
+    let text = body(&r);
+    assert!(
+        text.contains("HTTP Basic") && text.contains("TLS client certificate"),
+        "{text}"
+    );
+}
