@@ -200,7 +200,10 @@ async fn enroll_retry_idevid_and_reenroll() {
 async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     let dev = Dev::start(&["--no-worker"]);
     let pki = EstPki::new();
-    let gw = Gateway::start(est_config(&pki), dev.channel(Role::Gateway).await, &pki).await;
+    let mut config = est_config(&pki);
+    // Every refusal of this test audited one by one (the bounded form has its own test).
+    config.limits.guard.audit_per_source = 1000;
+    let gw = Gateway::start(config, dev.channel(Role::Gateway).await, &pki).await;
     let client = RawClient::new(&gw, &pki);
     let device = "sn-bad";
     let auth = basic(device, BOOTSTRAP);
@@ -250,10 +253,17 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
         r.header("www-authenticate"),
         Some("Basic realm=\"ragw EST iot\", charset=\"UTF-8\"")
     );
+    // A guess on another name (a wrong password makes its name wait): 401, then that name is
+    // not checked until the Retry-After is over, even with the right password.
     client
-        .post_csr(ENROLL, &basic(device, "guess"), &good)
+        .post_csr(ENROLL, &basic("sn-guessed", "guess"), &good)
         .await
         .expect(401, "wrong user name or password");
+    let r = client
+        .post_csr(ENROLL, &basic("sn-guessed", BOOTSTRAP), &good)
+        .await;
+    r.expect(429, "the password was not checked");
+    assert_eq!(r.header("retry-after"), Some("1"));
     client
         .post_csr(ENROLL, "Authorization: Bearer abc\r\n", &good)
         .await
@@ -329,8 +339,16 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     assert!(
         gateway_refusals
             .iter()
-            .any(|d| d.contains("\"claimed_identity\":\"sn-bad\"") && d.contains("\"status\":401")),
+            .any(|d| d.contains("\"claimed_identity\":\"sn-guessed\"")
+                && d.contains("\"status\":401")),
         "{gateway_refusals:#?}"
+    );
+    assert!(
+        gateway_refusals
+            .iter()
+            .any(|d| d.contains("\"claimed_identity\":\"sn-guessed\"")
+                && d.contains("\"status\":429")),
+        "the unchecked password is audited too: {gateway_refusals:#?}"
     );
 
     // Nothing was stored for this device but its label: no enrollment at all.
@@ -606,4 +624,182 @@ async fn cacerts_come_from_the_upstream_chain_when_none_are_configured() {
     assert_eq!(r.certs(), vec![issuer_ca.der.clone()]);
     let labelled = client.get("/.well-known/est/iot/cacerts", "").await;
     assert_eq!(labelled.body, r.body);
+}
+
+/// What a strict embedded client checks: header names spelled exactly (compared
+/// case-sensitively) and base64 in CRLF lines of 64 characters.
+fn assert_strict_wire(r: &Response, what: &str) {
+    const SPELLED: &[&str] = &[
+        "Content-Type",
+        "Content-Length",
+        "Content-Transfer-Encoding",
+        "WWW-Authenticate",
+        "Retry-After",
+        "Connection",
+        "Date",
+        "Allow",
+    ];
+    for (name, _) in &r.headers {
+        assert!(
+            SPELLED.contains(&name.as_str()),
+            "{what}: header name {name:?} is not in its canonical spelling"
+        );
+    }
+    assert!(
+        r.headers.iter().any(|(n, _)| n == "Content-Length"),
+        "{what}: no Content-Length"
+    );
+    assert!(
+        r.headers.iter().any(|(n, _)| n == "Content-Type"),
+        "{what}: no Content-Type"
+    );
+}
+
+fn assert_wrapped_base64(r: &Response, what: &str) {
+    assert!(
+        r.headers
+            .iter()
+            .any(|(n, v)| n == "Content-Transfer-Encoding" && v == "base64"),
+        "{what}: no Content-Transfer-Encoding: base64"
+    );
+    let text = std::str::from_utf8(&r.body).unwrap();
+    assert!(
+        text.ends_with("\r\n"),
+        "{what}: last line not CRLF-terminated"
+    );
+    let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+    assert!(lines.len() > 1, "{what}: one line");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            !line.contains('\n') && !line.contains('\r'),
+            "{what}: bare line break"
+        );
+        if i + 1 < lines.len() {
+            assert_eq!(line.len(), 64, "{what}: line {i} is {} long", line.len());
+        } else {
+            assert!(!line.is_empty() && line.len() <= 64, "{what}: last line");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_clients_get_exact_header_names_and_64_column_base64() {
+    let dev = Dev::start(&["--no-worker", "--approve", "manual"]);
+    let pki = EstPki::new();
+    let mut config = est_config(&pki);
+    config.enrollment.wait = Duration::from_millis(300);
+    // est_config's labels take the server default: 64-column CRLF lines.
+    assert!(config.labels.iter().all(|l| l.base64_line_length == 64));
+    let ca = Arc::new(TestCa::new("issuer"));
+    config.labels[0].cacerts = vec![ca.der.clone()];
+    let gw = Gateway::start(config, dev.channel(Role::Gateway).await, &pki).await;
+    let client = RawClient::new(&gw, &pki);
+
+    let r = client.get("/.well-known/est/cacerts", "").await;
+    r.expect(200, "");
+    assert_strict_wire(&r, "200 cacerts");
+    assert_wrapped_base64(&r, "200 cacerts");
+
+    let r = client.get(CSRATTRS, "").await;
+    assert_eq!(r.status, 401);
+    assert_strict_wire(&r, "401");
+    assert!(
+        r.headers
+            .iter()
+            .any(|(n, v)| n == "WWW-Authenticate" && v.starts_with("Basic realm=")),
+        "401 without an exactly spelled WWW-Authenticate: {:?}",
+        r.headers
+    );
+
+    let r = client.get("/.well-known/est/iot/nothing", "").await;
+    assert_eq!(r.status, 404);
+    assert_strict_wire(&r, "404");
+
+    let auth = basic("sn-strict", BOOTSTRAP);
+    let r = client.get(CSRATTRS, &auth).await;
+    r.expect(200, "");
+    assert_strict_wire(&r, "200 csrattrs");
+    assert_wrapped_base64(&r, "200 csrattrs");
+    let names = csrattrs_names(&r);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = b64(&csr_with(&key, &names));
+
+    let r = client.post_csr(ENROLL, &auth, &csr).await;
+    r.expect(202, "");
+    assert_strict_wire(&r, "202 simpleenroll");
+    assert!(r.headers.iter().any(|(n, _)| n == "Retry-After"));
+
+    let mut admin = AdminServiceClient::new(dev.channel(Role::Admin).await);
+    let pending = admin
+        .list_pending_approvals(pb::ListPendingApprovalsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    admin
+        .approve(pb::ApproveRequest {
+            enrollment_id: pending.enrollments[0].id.clone(),
+            reason: "strict client".into(),
+        })
+        .await
+        .unwrap();
+    let _issuer = TestIssuer::spawn(dev.channel(Role::Worker).await, ca.clone());
+    let mut issued = None;
+    for _ in 0..50 {
+        let r = client.post_csr(ENROLL, &auth, &csr).await;
+        if r.status == 200 {
+            issued = Some(r);
+            break;
+        }
+        r.expect(202, "");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = issued.expect("the certificate after approval");
+    assert_strict_wire(&r, "200 simpleenroll");
+    assert_wrapped_base64(&r, "200 simpleenroll");
+    gw.shutdown().await;
+}
+
+/// Many refusals from one address: the first few audited one by one, the rest as one summary
+/// event once the interval is over, so a flood does not grow the log row by row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_from_one_address_are_audited_in_bounded_form() {
+    let dev = Dev::start(&["--no-worker"]);
+    let pki = EstPki::new();
+    let mut config = est_config(&pki);
+    config.limits.guard.audit_per_source = 2;
+    config.limits.guard.audit_interval = Duration::from_millis(300);
+    let gw = Gateway::start(config, dev.channel(Role::Gateway).await, &pki).await;
+    let client = RawClient::new(&gw, &pki);
+    for i in 0..7 {
+        client
+            .get(&format!("/.well-known/est/flood{i}/cacerts"), "")
+            .await
+            .expect(404, "unknown EST label");
+    }
+    // The interval ends; the next refusal writes the summary of the last one.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client
+        .get("/.well-known/est/after/cacerts", "")
+        .await
+        .expect(404, "unknown EST label");
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = audited(&dev, "gateway.refused").await;
+        if events.iter().any(|e| e.contains("refusal_summary")) && events.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summaries: Vec<&String> = events
+        .iter()
+        .filter(|e| e.contains("\"operation\":\"refusal_summary\""))
+        .collect();
+    assert_eq!(summaries.len(), 1, "{events:#?}");
+    assert!(
+        summaries[0].contains("5 further refusals") && summaries[0].contains("127.0.0.1"),
+        "{events:#?}"
+    );
+    // Two of the flood, the summary, and the first of the new interval: not eight rows.
+    assert_eq!(events.len(), 4, "{events:#?}");
+    gw.shutdown().await;
 }

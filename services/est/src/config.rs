@@ -2,6 +2,7 @@
 //! plain values); [`EstConfig`] is what the gateway runs on (files read, secrets digested,
 //! names parsed). `ragw dev` can build an [`EstConfig`] directly.
 
+use crate::guard::GuardLimits;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -160,6 +161,26 @@ pub struct LimitsSection {
     /// Connections served at once; more wait in the listen queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// First wait imposed on a user name after a wrong password, from any address; it doubles
+    /// with each further failure.
+    #[serde(default = "default_user_failure_delay")]
+    pub user_failure_delay_seconds: u64,
+    /// Longest wait a user name is made to serve; never a permanent lock-out.
+    #[serde(default = "default_user_failure_max_delay")]
+    pub user_failure_max_delay_seconds: u64,
+    /// A user name's failure count drops by one per this many seconds without failures.
+    #[serde(default = "default_user_failure_decay")]
+    pub user_failure_decay_seconds: u64,
+    /// Failed authentications checked per second server-wide; beyond it Basic credentials are
+    /// refused unchecked (503 + Retry-After). 0 turns the bound off.
+    #[serde(default = "default_failed_auth_per_second")]
+    pub failed_authentications_per_second: u32,
+    /// Refusals audited one by one per source address and interval; the rest are counted into
+    /// one summary event per source and interval.
+    #[serde(default = "default_refusal_audit_per_source")]
+    pub refusal_audit_per_source: u32,
+    #[serde(default = "default_refusal_audit_interval")]
+    pub refusal_audit_interval_seconds: u64,
 }
 
 impl Default for LimitsSection {
@@ -173,8 +194,33 @@ impl Default for LimitsSection {
             body_timeout_seconds: default_body_timeout(),
             registrar_timeout_seconds: default_registrar_timeout(),
             max_connections: default_max_connections(),
+            user_failure_delay_seconds: default_user_failure_delay(),
+            user_failure_max_delay_seconds: default_user_failure_max_delay(),
+            user_failure_decay_seconds: default_user_failure_decay(),
+            failed_authentications_per_second: default_failed_auth_per_second(),
+            refusal_audit_per_source: default_refusal_audit_per_source(),
+            refusal_audit_interval_seconds: default_refusal_audit_interval(),
         }
     }
+}
+
+fn default_user_failure_delay() -> u64 {
+    1
+}
+fn default_user_failure_max_delay() -> u64 {
+    300
+}
+fn default_user_failure_decay() -> u64 {
+    600
+}
+fn default_failed_auth_per_second() -> u32 {
+    20
+}
+fn default_refusal_audit_per_source() -> u32 {
+    10
+}
+fn default_refusal_audit_interval() -> u64 {
+    60
 }
 
 fn default_max_body() -> usize {
@@ -232,9 +278,11 @@ pub struct LabelSection {
     pub profile: Option<String>,
     /// PEM CA certificates for `/cacerts`; defaults to `est.cacerts`.
     pub cacerts: Option<PathBuf>,
-    /// Line length of base64 response bodies; 0 (default) writes one line, which every client
-    /// reads (strongSwan's `pki --est` reads nothing else). 64 or 76 give MIME-style CRLF lines.
-    #[serde(default)]
+    /// Line length of base64 response bodies; 64 (default) gives CRLF-terminated lines as in
+    /// RFC 7030's examples, which clients decoding with OpenSSL's line-based BIO need (it reads
+    /// nothing from a body without a line break and cuts lines of 1024 characters and more).
+    /// 0 writes one line, for labels serving strongSwan's `pki --est`, which reads nothing else.
+    #[serde(default = "default_base64_line_length")]
     pub base64_line_length: usize,
     /// Send `Content-Transfer-Encoding: base64` with base64 bodies (RFC 7030 did; RFC 8951
     /// says clients must not rely on it).
@@ -246,6 +294,13 @@ pub struct LabelSection {
     pub csrattrs_key: Option<KeyType>,
     pub basic: Option<BasicSection>,
     pub client_cert: Option<ClientCertSection>,
+}
+
+/// RFC 7030's examples and MIME (RFC 2045 allows up to 76) wrap base64 at 64 characters.
+pub const DEFAULT_BASE64_LINE_LENGTH: usize = 64;
+
+fn default_base64_line_length() -> usize {
+    DEFAULT_BASE64_LINE_LENGTH
 }
 
 fn default_true() -> bool {
@@ -306,6 +361,7 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub registrar_timeout: Duration,
     pub max_connections: usize,
+    pub guard: GuardLimits,
 }
 
 impl Default for Limits {
@@ -325,6 +381,14 @@ impl Limits {
             body_timeout: Duration::from_secs(s.body_timeout_seconds),
             registrar_timeout: Duration::from_secs(s.registrar_timeout_seconds),
             max_connections: s.max_connections,
+            guard: GuardLimits {
+                user_base_delay: Duration::from_secs(s.user_failure_delay_seconds),
+                user_max_delay: Duration::from_secs(s.user_failure_max_delay_seconds),
+                user_decay: Duration::from_secs(s.user_failure_decay_seconds),
+                failures_per_second: s.failed_authentications_per_second,
+                audit_per_source: s.refusal_audit_per_source,
+                audit_interval: Duration::from_secs(s.refusal_audit_interval_seconds),
+            },
         }
     }
 }
@@ -383,7 +447,7 @@ impl LabelConfig {
             label: label.to_string(),
             profile: profile.to_string(),
             cacerts: Vec::new(),
-            base64_line_length: 0,
+            base64_line_length: DEFAULT_BASE64_LINE_LENGTH,
             content_transfer_encoding: true,
             realm: format!("ragw EST {label}"),
             csrattrs_key: None,

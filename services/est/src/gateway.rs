@@ -24,6 +24,7 @@ use crate::auth::{
     CertVerifiers, PasswordChecker, certificate_identity, check_validity, parse_basic, uses_argon2,
 };
 use crate::config::{EstConfig, LabelConfig, valid_label};
+use crate::guard::{AuthGuard, NotChecked, RefusalAudit, RefusalSummary};
 use crate::proxy::certificate_from_header;
 use crate::ratelimit::RateLimiter;
 
@@ -182,6 +183,7 @@ pub struct Gateway {
     verifiers: CertVerifiers,
     passwords: PasswordChecker,
     limiter: RateLimiter,
+    guard: AuthGuard,
     argon2: bool,
 }
 
@@ -207,6 +209,7 @@ impl Gateway {
         }
         Ok(Gateway {
             limiter: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
+            guard: AuthGuard::new(config.limits.guard.clone()),
             argon2: uses_argon2(&config),
             cacerts,
             verifiers,
@@ -301,7 +304,12 @@ impl Gateway {
     /// Everything that needs no registrar: routing, method, authentication, content type,
     /// body decoding.
     pub fn begin(&self, req: &HttpRequest, now: SystemTime) -> Step {
-        match self.begin_inner(req, now) {
+        self.begin_at(req, now, Instant::now())
+    }
+
+    /// [`Gateway::begin`] with the monotonic time the guessing limits count in.
+    pub fn begin_at(&self, req: &HttpRequest, now: SystemTime, clock: Instant) -> Step {
+        match self.begin_inner(req, now, clock) {
             Ok(step) => step,
             Err(resp) => Step::Respond(resp),
         }
@@ -311,7 +319,8 @@ impl Gateway {
         let not_found = |m: String| HttpResponse::text(StatusCode::NOT_FOUND, m);
         let rest = path.strip_prefix(WELL_KNOWN).ok_or_else(|| {
             not_found(format!(
-                "{path:?} is not an EST path; EST operations are under {WELL_KNOWN}"
+                "{:?} is not an EST path; EST operations are under {WELL_KNOWN}",
+                truncate(path, 64)
             ))
         })?;
         let parts: Vec<&str> = rest.split('/').collect();
@@ -320,8 +329,9 @@ impl Gateway {
             [label, op] => (Some(*label), *op),
             _ => {
                 return Err(not_found(format!(
-                    "{path:?} is not an EST path; use {WELL_KNOWN}<operation> or \
-                     {WELL_KNOWN}<label>/<operation>"
+                    "{:?} is not an EST path; use {WELL_KNOWN}<operation> or \
+                     {WELL_KNOWN}<label>/<operation>",
+                    truncate(path, 64)
                 )));
             }
         };
@@ -361,7 +371,12 @@ impl Gateway {
         Ok((index, operation))
     }
 
-    fn begin_inner(&self, req: &HttpRequest, now: SystemTime) -> Result<Step, HttpResponse> {
+    fn begin_inner(
+        &self,
+        req: &HttpRequest,
+        now: SystemTime,
+        clock: Instant,
+    ) -> Result<Step, HttpResponse> {
         let (index, op) = self.route(&req.path)?;
         let label = &self.config.labels[index];
         if matches!(op, Operation::FullCmc | Operation::ServerKeygen) {
@@ -409,7 +424,7 @@ impl Gateway {
         };
         match op {
             Operation::CsrAttrs => {
-                let device = self.authenticate(label, req, chain.as_deref(), now)?;
+                let device = self.authenticate(label, req, chain.as_deref(), now, clock)?;
                 let request = pb::GetAssignmentRequest {
                     device: Some(identity_to_pb(&device)),
                     profile: label.profile.clone(),
@@ -417,7 +432,7 @@ impl Gateway {
                 Ok(Step::Assignment(pending(Some(device)), request))
             }
             Operation::SimpleEnroll => {
-                let device = self.authenticate(label, req, chain.as_deref(), now)?;
+                let device = self.authenticate(label, req, chain.as_deref(), now, clock)?;
                 let csr = self.csr_body(req)?;
                 let request = enroll_request(&device_opt(&device), label, csr, Vec::new());
                 Ok(Step::Enroll(pending(Some(device)), request))
@@ -441,7 +456,7 @@ impl Gateway {
                 // Credentials are optional here; if sent, they must be right, and the registrar
                 // then checks that the certificate belongs to that device.
                 let device = match parse_basic(req.headers.get(AUTHORIZATION)) {
-                    Ok(Some(_)) => Some(self.basic_identity(label, req)?),
+                    Ok(Some(_)) => Some(self.basic_identity(label, req, clock)?),
                     Ok(None) => None,
                     Err(e) => return Err(self.unauthorized(label, e)),
                 };
@@ -584,6 +599,7 @@ impl Gateway {
         req: &HttpRequest,
         chain: Option<&[CertificateDer<'static>]>,
         now: SystemTime,
+        clock: Instant,
     ) -> Result<DeviceIdentity, HttpResponse> {
         let mut cert_problem = None;
         if let Some(chain) = chain {
@@ -623,7 +639,7 @@ impl Gateway {
             }
         }
         match parse_basic(req.headers.get(AUTHORIZATION)) {
-            Ok(Some(_)) => self.basic_identity(label, req),
+            Ok(Some(_)) => self.basic_identity(label, req, clock),
             Ok(None) => Err(self.unauthorized(
                 label,
                 match cert_problem {
@@ -639,6 +655,7 @@ impl Gateway {
         &self,
         label: &LabelConfig,
         req: &HttpRequest,
+        clock: Instant,
     ) -> Result<DeviceIdentity, HttpResponse> {
         let creds = match parse_basic(req.headers.get(AUTHORIZATION)) {
             Ok(Some(c)) => c,
@@ -664,16 +681,34 @@ impl Gateway {
                 ),
             )
         })?;
+        // Guessing is bounded per user name (across addresses) and server-wide before any
+        // password is checked; the limit is keyed by label and name as the device is.
+        let guard_key = format!("{}\0{}", label.label, device.value());
+        if let Err(why) = self.guard.may_check(&guard_key, clock) {
+            return Err(not_checked(why));
+        }
         if !self
             .passwords
             .check(&label.label, basic, device.value(), &creds.password)
         {
+            self.guard.record_failure(&guard_key, clock);
             return Err(self.unauthorized(
                 label,
                 format!("wrong user name or password for label {:?}", label.label),
             ));
         }
+        self.guard.record_success(&guard_key);
         Ok(device)
+    }
+
+    /// Whether a refusal from `source` is audited on its own, and the summaries of sources
+    /// whose audit interval ended (see [`AuthGuard::note_refusal`]).
+    pub fn note_refusal(
+        &self,
+        source: IpAddr,
+        clock: Instant,
+    ) -> (RefusalAudit, Vec<RefusalSummary>) {
+        self.guard.note_refusal(source, clock)
     }
 
     fn csr_body(&self, req: &HttpRequest) -> Result<Vec<u8>, HttpResponse> {
@@ -991,6 +1026,27 @@ fn or_unknown(s: &str) -> &str {
     } else {
         s
     }
+}
+
+/// A password left unchecked: 429 while the user name backs off, 503 while the server-wide
+/// bound holds; both say when to come back.
+fn not_checked(why: NotChecked) -> HttpResponse {
+    let (status, wait, message) = match why {
+        NotChecked::UserBackoff(wait) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            wait,
+            "recent wrong passwords for this user name: the password was not checked; retry \
+             after the Retry-After delay",
+        ),
+        NotChecked::GlobalBound(wait) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            wait,
+            "too many failed authentications on this server just now: the password was not \
+             checked; retry after the Retry-After delay",
+        ),
+    };
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HttpResponse::text(status, message).with(RETRY_AFTER, HeaderValue::from(secs.max(1)))
 }
 
 /// Echoing client input in an error: bounded, so a 64 KiB path does not come back whole.

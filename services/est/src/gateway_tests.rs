@@ -192,7 +192,12 @@ fn cacerts_is_unauthenticated_certs_only_base64() {
         "application/pkcs7-mime; smime-type=certs-only"
     );
     assert_eq!(r.header(&CTE).unwrap(), "base64");
-    assert!(!body(&r).contains('\n'), "one line by default");
+    let text = body(&r);
+    assert!(text.ends_with("\r\n"), "CRLF-wrapped by default");
+    for line in text.split_terminator("\r\n") {
+        assert!(line.len() <= 64 && !line.contains('\n'), "line {line:?}");
+    }
+    assert_eq!(text.split_terminator("\r\n").next().unwrap().len(), 64);
     let der = decode_lenient(&r.body, 1 << 20).unwrap();
     assert_eq!(
         ragw_pki::parse_certs_only(&der).unwrap(),
@@ -237,7 +242,8 @@ fn csrattrs_needs_credentials_and_carries_the_assignment() {
         r.header(&WWW_AUTHENTICATE).unwrap(),
         "Basic realm=\"ragw EST iot\", charset=\"UTF-8\""
     );
-    let r = respond(gw.begin(&with_basic(request(Method::GET, path), "sn-1", "nope"), now));
+    // (Another name than the one that logs in next: a wrong password makes its name wait.)
+    let r = respond(gw.begin(&with_basic(request(Method::GET, path), "sn-9", "nope"), now));
     assert_text(&r, StatusCode::UNAUTHORIZED, "wrong user name or password");
     assert!(!body(&r).contains("nope"));
 
@@ -620,4 +626,109 @@ fn wrapped_responses_on_a_label_that_asks_for_them() {
     assert!(text.contains("\r\n"));
     assert!(text.split("\r\n").all(|l| l.len() <= 64));
     assert!(r.header(&CTE).is_none());
+}
+
+#[test]
+fn not_found_bodies_echo_a_bounded_part_of_a_long_path() {
+    let (gw, _) = gateway();
+    let long = "a".repeat(60 * 1024);
+    for path in [
+        format!("/{long}"),
+        format!("/.well-known/est/a/b/{long}"),
+        format!("/.well-known/est/{long}"),
+        format!("/.well-known/est/iot/{long}"),
+    ] {
+        let r = respond(gw.begin(&request(Method::GET, &path), SystemTime::now()));
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(
+            r.body.len() < 512,
+            "a 404 for a 60 KiB path has a {} byte body",
+            r.body.len()
+        );
+    }
+}
+
+#[test]
+fn password_guessing_is_bounded_per_user_name_and_server_wide() {
+    let pki = pki();
+    let mut cfg = config(&pki);
+    cfg.limits.guard.failures_per_second = 3;
+    let gw = Gateway::new(cfg).unwrap();
+    let now = SystemTime::now();
+    let t = Instant::now();
+    let csrattrs = |user: &str, pw: &str, clock: Instant| {
+        respond(gw.begin_at(
+            &with_basic(request(Method::GET, "/.well-known/est/csrattrs"), user, pw),
+            now,
+            clock,
+        ))
+    };
+    // A wrong password: 401; the same name straight after (as from another address) is not
+    // checked at all, even with the right password, and is told when to come back.
+    assert_eq!(
+        csrattrs("sn-1", "guess", t).status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = csrattrs("sn-1", "bootstrap-secret", t);
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.header(&RETRY_AFTER).unwrap(), "1");
+    // After the wait the real device gets in, and its count starts again.
+    let t1 = t + Duration::from_secs(1);
+    assert!(matches!(
+        gw.begin_at(
+            &with_basic(
+                request(Method::GET, "/.well-known/est/csrattrs"),
+                "sn-1",
+                "bootstrap-secret"
+            ),
+            now,
+            t1
+        ),
+        Step::Assignment(..)
+    ));
+    // The wait doubles per failure.
+    assert_eq!(csrattrs("sn-2", "a", t1).status, StatusCode::UNAUTHORIZED);
+    let t2 = t1 + Duration::from_millis(1500);
+    // Server-wide: three failures in this second (sn-2, sn-3, sn-5) reach the bound; a fourth
+    // name is refused with 503 before its password is looked at.
+    assert_eq!(csrattrs("sn-3", "a", t1).status, StatusCode::UNAUTHORIZED);
+    assert_eq!(csrattrs("sn-5", "a", t1).status, StatusCode::UNAUTHORIZED);
+    let r = csrattrs("sn-4", "bootstrap-secret", t1);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.header(&RETRY_AFTER).is_some());
+    assert_eq!(csrattrs("sn-2", "b", t2).status, StatusCode::UNAUTHORIZED);
+    let r = csrattrs("sn-2", "bootstrap-secret", t2 + Duration::from_secs(1));
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "2 s after the second failure"
+    );
+}
+
+#[test]
+fn csrattrs_takes_an_idevid_without_a_password_and_a_401_says_how() {
+    let (gw, pki) = gateway();
+    let now = SystemTime::now();
+    let mut r = request(Method::GET, "/.well-known/est/iot/csrattrs");
+    r.peer.tls_chain = vec![CertificateDer::from(pki.idevid.clone())];
+    let Step::Assignment(pending, call) = gw.begin(&r, now) else {
+        panic!("an IDevID under the label's anchors learns its name without a password")
+    };
+    assert_eq!(call.device.unwrap().value, "SN-0042");
+    assert_eq!(pending.device.unwrap().kind(), IdentityKind::IdevidSerial);
+
+    let r = respond(gw.begin(&request(Method::GET, "/.well-known/est/iot/csrattrs"), now));
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.header(&WWW_AUTHENTICATE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm=")
+    );
+    let text = body(&r);
+    assert!(
+        text.contains("HTTP Basic") && text.contains("TLS client certificate"),
+        "{text}"
+    );
 }

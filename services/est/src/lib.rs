@@ -8,11 +8,14 @@
 //!
 //! - [`gateway`]: the sans-IO core ([`Gateway`]): request in, response or registrar call out.
 //! - [`server`]: the thin shell: TCP, rustls, hyper, tonic ([`serve`], [`EstServer`]).
+//! - [`header_case`]: canonical header-name spelling on HTTP/1 responses.
 //! - [`config`]: the `[est]` file section ([`EstSection`]) and the runtime [`EstConfig`].
 
 mod auth;
 pub mod config;
 pub mod gateway;
+pub mod guard;
+pub mod header_case;
 pub mod proxy;
 mod ratelimit;
 pub mod server;

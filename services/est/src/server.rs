@@ -11,6 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+
+use crate::guard::{RefusalAudit, RefusalSummary};
+use crate::header_case::{CanonicalCase, RequestMethods};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -64,6 +67,13 @@ struct EstMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<OperationLabel, Histogram, fn() -> Histogram>,
     unaudited_refusals: Counter,
+    passwords_not_checked: Family<ReasonLabel, Counter>,
+    summarized_refusals: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -76,6 +86,8 @@ impl EstMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             unaudited_refusals: Counter::default(),
+            passwords_not_checked: Family::default(),
+            summarized_refusals: Counter::default(),
         }
     }
 
@@ -95,6 +107,17 @@ impl EstMetrics {
             "unaudited_refusals",
             "Refused requests not sent to the audit log because too many were already in flight",
             self.unaudited_refusals.clone(),
+        );
+        r.register(
+            "passwords_not_checked",
+            "Basic credentials refused unchecked: user_backoff (the user name failed recently) or \
+             global_bound (too many failed authentications this second)",
+            self.passwords_not_checked.clone(),
+        );
+        r.register(
+            "summarized_refusals",
+            "Refusals counted into a per-source summary audit event instead of one event each",
+            self.summarized_refusals.clone(),
         );
     }
 }
@@ -256,9 +279,14 @@ async fn serve_connection(
         addr: addr.ip().to_canonical(),
         tls_chain,
     };
-    let service = service_fn(move |req| {
+    // Which requests are HEADs, in order: their answers carry a Content-Length but no body,
+    // which the header-name rewriter must know to find the next response head.
+    let methods = RequestMethods::default();
+    let noted_methods = methods.clone();
+    let service = service_fn(move |req: http::Request<Incoming>| {
         let inner = inner.clone();
         let peer = peer.clone();
+        noted_methods.note(req.method() == http::Method::HEAD);
         async move { Ok::<_, Infallible>(handle(inner, peer, req).await) }
     });
     let mut builder = http1::Builder::new();
@@ -267,7 +295,7 @@ async fn serve_connection(
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
         .max_buf_size(MAX_HEAD_BYTES);
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    let conn = builder.serve_connection(TokioIo::new(CanonicalCase::new(tls, methods)), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -294,9 +322,12 @@ async fn handle(
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     let claimed = basic_username(&parts.headers);
-    let (resp, pending) = match gw.admit(client, started) {
-        Err(r) => (r, None),
-        Ok(()) => process(&inner, peer, parts, body).await,
+    let (resp, pending, admitted) = match gw.admit(client, started) {
+        Err(r) => (r, None, false),
+        Ok(()) => {
+            let (resp, pending) = process(&inner, peer, parts, body).await;
+            (resp, pending, true)
+        }
     };
     let operation = pending
         .as_ref()
@@ -322,14 +353,33 @@ async fn handle(
         .and_then(|p| p.device.as_ref())
         .map(|d| d.to_string())
         .unwrap_or_default();
-    // Refusals the registrar never saw are audited through it; rate-limit answers are not, so a
-    // flood cannot turn into a flood of audit rows.
-    if resp.status.is_client_error()
-        && resp.status != http::StatusCode::TOO_MANY_REQUESTS
-        && pending.is_none()
-        && path.starts_with("/.well-known/est/")
-    {
-        record_refusal(&inner, &path, operation, claimed, client.to_string(), &resp);
+    // Past admission, a 429 or 503 the registrar never saw is the guessing guard refusing to
+    // check a password.
+    let unchecked = admitted && pending.is_none();
+    if unchecked && resp.status == http::StatusCode::TOO_MANY_REQUESTS {
+        count_not_checked(&inner, "user_backoff");
+    }
+    if unchecked && resp.status == http::StatusCode::SERVICE_UNAVAILABLE {
+        count_not_checked(&inner, "global_bound");
+    }
+    // Refusals the registrar never saw are audited through it, in bounded form: per source and
+    // interval the first few one by one, the rest as one summary. Per-address rate-limit
+    // answers are not audited at all, so a flood cannot turn into a flood of audit rows.
+    let refused =
+        resp.status.is_client_error() || resp.status == http::StatusCode::SERVICE_UNAVAILABLE;
+    if refused && unchecked && path.starts_with("/.well-known/est/") {
+        let (audit, summaries) = gw.note_refusal(client, started);
+        for summary in summaries {
+            record_refusal_summary(&inner, &summary);
+        }
+        match audit {
+            RefusalAudit::Record => {
+                record_refusal(&inner, &path, operation, claimed, client.to_string(), &resp)
+            }
+            RefusalAudit::Counted => {
+                inner.metrics.summarized_refusals.inc();
+            }
+        }
     }
     tracing::info!(
         client = %client,
@@ -360,6 +410,45 @@ fn basic_username(headers: &http::HeaderMap) -> String {
                 .map(|(user, _)| user.chars().take(128).collect())
         })
         .unwrap_or_default()
+}
+
+fn count_not_checked(inner: &Inner, reason: &str) {
+    inner
+        .metrics
+        .passwords_not_checked
+        .get_or_create(&ReasonLabel {
+            reason: reason.to_string(),
+        })
+        .inc();
+}
+
+/// One audit event for the refusals from a source that were counted, not recorded, in an
+/// interval.
+fn record_refusal_summary(inner: &Arc<Inner>, summary: &RefusalSummary) {
+    let Ok(permit) = inner.refusal_slots.clone().try_acquire_owned() else {
+        inner.metrics.unaudited_refusals.inc();
+        return;
+    };
+    let request = pb::RecordRefusalRequest {
+        protocol: pb::Protocol::Est as i32,
+        label: String::new(),
+        claimed_identity: String::new(),
+        client_address: summary.source.to_string(),
+        status: 0,
+        reason: format!(
+            "{} further refusals from this address within {} s were not audited one by one",
+            summary.suppressed,
+            summary.interval.as_secs()
+        ),
+        operation: "refusal_summary".to_string(),
+    };
+    let mut registrar = EnrollmentServiceClient::new(inner.registrar.clone());
+    tokio::spawn(async move {
+        if let Err(e) = registrar.record_refusal(request).await {
+            tracing::warn!(error = %e.message(), "could not audit a refusal summary");
+        }
+        drop(permit);
+    });
 }
 
 /// At most this many refusal records in flight; beyond it they are counted, not audited.

@@ -224,6 +224,13 @@ mod tests {
             if let Some(w) = &cfg.worker {
                 assert!(w.registrar.is_some() && !w.upstreams.is_empty() && cfg.dns.is_some());
             }
+            if path.ends_with("est.toml") {
+                // The guessing bounds the example documents are read as written.
+                let limits = &cfg.est.as_ref().unwrap().limits;
+                assert_eq!(limits.failed_authentications_per_second, 20);
+                assert_eq!(limits.user_failure_max_delay_seconds, 300);
+                assert_eq!(limits.refusal_audit_per_source, 10);
+            }
             seen += 1;
         }
         assert!(seen >= 2, "expected example configs in {}", dir.display());
