@@ -138,7 +138,7 @@ fn manual_approval_then_restart_keeps_everything() {
     let pw = std::fs::read_to_string(dir.join("dev-password")).unwrap();
     let prepare = format!(
         "NAME=$(curl -sS --fail --cacert {root} --user pledge-009:{pw} {est}/.well-known/est/csrattrs \
-         | openssl base64 -d -A | grep -aoE '[a-z0-9]+\\.devices\\.ragw\\.test') && echo $NAME > name && \
+         | openssl base64 -d | grep -aoE '[a-z0-9]+\\.devices\\.ragw\\.test') && echo $NAME > name && \
          openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout device.key \
          -subj \"/CN=$NAME\" -addext \"subjectAltName=DNS:$NAME\" -outform DER -out device.csr 2>/dev/null && \
          openssl base64 -in device.csr -out device.b64",

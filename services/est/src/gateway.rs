@@ -166,6 +166,10 @@ pub struct Pending {
     /// The device as the gateway authenticated it; `None` for a re-enrollment that only
     /// presented its ragw certificate (the registrar names the device then).
     pub device: Option<DeviceIdentity>,
+    /// The client posted its CSR as one unbroken base64 line, so the certificate goes back as
+    /// one line too: strongSwan's `pki --est` does that and decodes nothing else, while
+    /// clients that wrap (libest, `openssl base64`) get the label's wrapped form.
+    pub one_line_reply: bool,
 }
 
 /// What to do after an enrollment answer.
@@ -412,15 +416,18 @@ impl Gateway {
                 label: label.label.clone(),
                 operation: op,
                 device: None,
+                one_line_reply: false,
             };
             return Ok(Step::CaCerts(pending, request));
         }
 
         let chain = self.client_chain(req)?;
+        let one_line_reply = is_one_base64_line(&req.body);
         let pending = |device: Option<DeviceIdentity>| Pending {
             label: label.label.clone(),
             operation: op,
             device,
+            one_line_reply,
         };
         match op {
             Operation::CsrAttrs => {
@@ -827,11 +834,18 @@ impl Gateway {
                 // Only the end-entity certificate: the rest of the chain is in /cacerts
                 // (draft-ietf-acme-integrations).
                 Some(ee) => match certs_only(std::slice::from_ref(ee)) {
-                    Ok(der) => EnrollNext::Respond(self.base64_response(
-                        label,
-                        PKCS7,
-                        Bytes::from(encode_wrapped(&der, label.base64_line_length)),
-                    )),
+                    Ok(der) => {
+                        let line_length = if pending.one_line_reply {
+                            0
+                        } else {
+                            label.base64_line_length
+                        };
+                        EnrollNext::Respond(self.base64_response(
+                            label,
+                            PKCS7,
+                            Bytes::from(encode_wrapped(&der, line_length)),
+                        ))
+                    }
                     Err(e) => EnrollNext::Respond(HttpResponse::text(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("enrollment {id}: the issued certificate cannot be packaged: {e}"),
@@ -1063,3 +1077,9 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 #[path = "gateway_tests.rs"]
 mod tests;
+
+/// A request body of base64 text on a single line (trailing line end allowed).
+fn is_one_base64_line(body: &[u8]) -> bool {
+    let trimmed = body.trim_ascii();
+    !trimmed.is_empty() && !trimmed.contains(&b'\n') && !trimmed.contains(&b'\r')
+}

@@ -461,6 +461,7 @@ fn pending(op: Operation) -> Pending {
         label: "iot".into(),
         operation: op,
         device: None,
+        one_line_reply: false,
     }
 }
 
@@ -618,6 +619,7 @@ fn wrapped_responses_on_a_label_that_asks_for_them() {
         label: "cams".into(),
         operation: Operation::SimpleEnroll,
         device: None,
+        one_line_reply: false,
     };
     let mut issued = enrollment(pb::EnrollmentState::Issued);
     issued.certificate_chain = vec![pki.ragw_leaf.clone()];
@@ -626,6 +628,27 @@ fn wrapped_responses_on_a_label_that_asks_for_them() {
     assert!(text.contains("\r\n"));
     assert!(text.split("\r\n").all(|l| l.len() <= 64));
     assert!(r.header(&CTE).is_none());
+}
+
+#[test]
+fn a_csr_posted_on_one_line_gets_its_certificate_on_one_line() {
+    let (gw, pki) = gateway();
+    let mut issued = enrollment(pb::EnrollmentState::Issued);
+    issued.certificate_chain = vec![pki.ragw_leaf.clone()];
+    for (one_line_reply, wrapped) in [(false, true), (true, false)] {
+        let p = Pending {
+            label: "cams".into(),
+            operation: Operation::SimpleEnroll,
+            device: None,
+            one_line_reply,
+        };
+        let text = body(&answer(gw.enroll_response(&p, &issued, false)));
+        assert_eq!(text.trim_end().contains("\r\n"), wrapped, "{text}");
+    }
+    assert!(is_one_base64_line(b"MIIB+abc=\r\n"));
+    assert!(!is_one_base64_line(b"MIIB\r\n+abc=\r\n"));
+    assert!(!is_one_base64_line(b"MIIB\n+abc="));
+    assert!(!is_one_base64_line(b"  "));
 }
 
 #[test]

@@ -261,9 +261,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
     for p in &cfg.profiles {
         let mut label = LabelConfig::new(&p.name, &p.name);
         label.cacerts = chain_der.clone();
-        // The README's strongSwan `pki --est` walk-through uses these labels, and strongSwan
-        // reads only one-line base64; an [est] label section can ask for wrapped lines.
-        label.base64_line_length = 0;
         let mut basic = BasicAuth::new(IdentityKind::SerialNumber);
         basic.bootstrap = Some(Secret::from_plain(&password));
         label.basic = Some(basic);
