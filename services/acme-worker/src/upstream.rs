@@ -1,7 +1,7 @@
 //! One upstream ACME CA: its directory, the shared account, and the parent-domain
 //! pre-authorizations (RFC 8555 §7.4.1 with RFC 9444 `subdomainAuthAllowed`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -51,6 +51,36 @@ pub struct UpstreamConfig {
     /// Re-authorize the parent domain this long before its authorization expires.
     #[serde(default = "default_renew_before")]
     pub preauth_renew_before_hours: u64,
+    /// The CA's order profile (draft-ietf-acme-profiles) for each set of extended key usages
+    /// a ragw profile asks for, keyed `serverAuth`, `clientAuth` or `serverAuth+clientAuth`.
+    /// Unset keys use the local CA's names (`server`, `client`, `server-client`).
+    #[serde(default)]
+    pub order_profiles: BTreeMap<String, String>,
+}
+
+/// The key of [`UpstreamConfig::order_profiles`] for a set of extended key usages: serverAuth
+/// first, each once, whatever order the profile lists them in.
+pub fn eku_set_key(ekus: &[String]) -> String {
+    let mut known: Vec<&str> = ["serverAuth", "clientAuth"]
+        .into_iter()
+        .filter(|k| ekus.iter().any(|e| e == k))
+        .collect();
+    known.extend(
+        ekus.iter()
+            .map(String::as_str)
+            .filter(|e| !matches!(*e, "serverAuth" | "clientAuth")),
+    );
+    known.join("+")
+}
+
+/// The local CA's profile names, used when `order_profiles` does not name one.
+fn default_order_profile(key: &str) -> Option<&'static str> {
+    match key {
+        "serverAuth" => Some("server"),
+        "clientAuth" => Some("client"),
+        "serverAuth+clientAuth" => Some("server-client"),
+        _ => None,
+    }
 }
 
 fn yes() -> bool {
@@ -147,6 +177,50 @@ impl Upstream {
 
     pub fn serves(&self, profile: &str) -> bool {
         self.config.profiles.is_empty() || self.config.profiles.iter().any(|p| p == profile)
+    }
+
+    /// The order profile to ask for so the certificate carries `ekus`; `None` asks for the
+    /// CA's default. A CA that lists profiles (draft-ietf-acme-profiles) but none for these
+    /// EKUs cannot issue them: refused with `invalidProfile` before anything is ordered. A
+    /// serverAuth-only certificate is what every CA's default issues, and a CA without the
+    /// profiles extension is asked for its default; the issued leaf is checked either way.
+    pub async fn order_profile(&self, ekus: &[String]) -> Result<Option<String>, WorkerError> {
+        if ekus.is_empty() {
+            return Ok(None);
+        }
+        let key = eku_set_key(ekus);
+        let wanted = self
+            .config
+            .order_profiles
+            .get(&key)
+            .map(String::as_str)
+            .or_else(|| default_order_profile(&key));
+        let listed: Vec<String> = self
+            .directory()
+            .await?
+            .pointer("/meta/profiles")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Some(name) = wanted.filter(|n| listed.iter().any(|l| l == n)) {
+            return Ok(Some(name.to_string()));
+        }
+        if key == "serverAuth" || listed.is_empty() {
+            return Ok(None);
+        }
+        Err(WorkerError::Acme {
+            problem_type: "urn:ietf:params:acme:error:invalidProfile".into(),
+            detail: format!(
+                "the CA at {} cannot issue {key} certificates: it offers the profiles [{}] and \
+                 none is mapped to {key} (looked for {:?}); map one in order_profiles or send \
+                 this ragw profile to a CA that issues them (the local CA or an enterprise CA)",
+                self.config.directory_url,
+                listed.join(", "),
+                wanted.unwrap_or("")
+            ),
+            status: 400,
+            retry_after: None,
+        })
     }
 
     pub async fn directory(&self) -> Result<&Value, WorkerError> {
@@ -281,6 +355,7 @@ impl Upstream {
         &self,
         names: &[String],
         parent: &str,
+        profile: Option<&str>,
     ) -> Result<Order, WorkerError> {
         let new_order = self
             .directory()
@@ -290,7 +365,10 @@ impl Upstream {
             .ok_or_else(|| WorkerError::Config("the ACME directory has no newOrder".into()))?
             .to_string();
         let (account, signer) = self.account().await?;
-        let payload = json!({ "identifiers": order_identifiers(names, parent) });
+        let mut payload = json!({ "identifiers": order_identifiers(names, parent) });
+        if let Some(profile) = profile {
+            payload["profile"] = json!(profile);
+        }
         let (parts, state) = signer.post(&self.http, &new_order, Some(&payload)).await?;
         let url = parts
             .headers

@@ -232,6 +232,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
                 account_file: args.data_dir.join("worker").join("account.json"),
                 preauthorize: true,
                 preauth_renew_before_hours: 24,
+                order_profiles: Default::default(),
             });
         }
         let (wcert, wkey) = creds.pair(Role::Worker);
