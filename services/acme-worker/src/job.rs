@@ -844,6 +844,29 @@ mod tests {
     use ragw_proto::registrar::v1::worker_service_server::{WorkerService, WorkerServiceServer};
     use tonic::{Request, Response, Status};
 
+    fn leaf_with(ekus: &[rcgen::ExtendedKeyUsagePurpose]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["d1.example.test".into()]).unwrap();
+        params.extended_key_usages = ekus.to_vec();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_leaf_without_a_wanted_eku_is_not_delivered() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let both = vec!["serverAuth".to_string(), "clientAuth".to_string()];
+        let server_only = leaf_with(&[ServerAuth]);
+        assert!(check_leaf_ekus(&server_only, &both[..1]).is_ok());
+        assert!(check_leaf_ekus(&leaf_with(&[ServerAuth, ClientAuth]), &both).is_ok());
+        // No extension at all: unrestricted (RFC 5280 §4.2.1.12).
+        assert!(check_leaf_ekus(&leaf_with(&[]), &both).is_ok());
+        let e = check_leaf_ekus(&server_only, &both).unwrap_err();
+        assert!(e.to_string().contains("clientAuth"), "{e}");
+        let f = failure(&e);
+        assert!(!f.retryable, "the same CA would issue the same again");
+        assert!(f.problem.unwrap().r#type.ends_with(":invalidProfile"));
+    }
+
     fn acme(problem: &str, status: u16) -> WorkerError {
         WorkerError::Acme {
             problem_type: format!("urn:ietf:params:acme:error:{problem}"),

@@ -73,6 +73,42 @@ pub fn eku_set_key(ekus: &[String]) -> String {
     known.join("+")
 }
 
+/// [`Upstream::order_profile`] without the directory fetch: `listed` are the names of the
+/// directory's `meta.profiles`.
+pub fn choose_order_profile(
+    configured: &BTreeMap<String, String>,
+    ekus: &[String],
+    listed: &[String],
+    directory_url: &str,
+) -> Result<Option<String>, WorkerError> {
+    if ekus.is_empty() {
+        return Ok(None);
+    }
+    let key = eku_set_key(ekus);
+    let wanted = configured
+        .get(&key)
+        .map(String::as_str)
+        .or_else(|| default_order_profile(&key));
+    if let Some(name) = wanted.filter(|n| listed.iter().any(|l| l == n)) {
+        return Ok(Some(name.to_string()));
+    }
+    if key == "serverAuth" || listed.is_empty() {
+        return Ok(None);
+    }
+    Err(WorkerError::Acme {
+        problem_type: "urn:ietf:params:acme:error:invalidProfile".into(),
+        detail: format!(
+            "the CA at {directory_url} cannot issue {key} certificates: it offers the profiles \
+             [{}] and none is mapped to {key} (looked for {:?}); map one in order_profiles or \
+             send this ragw profile to a CA that issues them (the local CA or an enterprise CA)",
+            listed.join(", "),
+            wanted.unwrap_or("")
+        ),
+        status: 400,
+        retry_after: None,
+    })
+}
+
 /// The local CA's profile names, used when `order_profiles` does not name one.
 fn default_order_profile(key: &str) -> Option<&'static str> {
     match key {
@@ -188,13 +224,6 @@ impl Upstream {
         if ekus.is_empty() {
             return Ok(None);
         }
-        let key = eku_set_key(ekus);
-        let wanted = self
-            .config
-            .order_profiles
-            .get(&key)
-            .map(String::as_str)
-            .or_else(|| default_order_profile(&key));
         let listed: Vec<String> = self
             .directory()
             .await?
@@ -202,25 +231,12 @@ impl Upstream {
             .and_then(Value::as_object)
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
-        if let Some(name) = wanted.filter(|n| listed.iter().any(|l| l == n)) {
-            return Ok(Some(name.to_string()));
-        }
-        if key == "serverAuth" || listed.is_empty() {
-            return Ok(None);
-        }
-        Err(WorkerError::Acme {
-            problem_type: "urn:ietf:params:acme:error:invalidProfile".into(),
-            detail: format!(
-                "the CA at {} cannot issue {key} certificates: it offers the profiles [{}] and \
-                 none is mapped to {key} (looked for {:?}); map one in order_profiles or send \
-                 this ragw profile to a CA that issues them (the local CA or an enterprise CA)",
-                self.config.directory_url,
-                listed.join(", "),
-                wanted.unwrap_or("")
-            ),
-            status: 400,
-            retry_after: None,
-        })
+        choose_order_profile(
+            &self.config.order_profiles,
+            ekus,
+            &listed,
+            &self.config.directory_url,
+        )
     }
 
     pub async fn directory(&self) -> Result<&Value, WorkerError> {
@@ -785,6 +801,64 @@ mod tests {
     use crate::test_support::{Canned, FakeServer, account_json, acme_directory};
     use prometheus_client::metrics::family::Family;
 
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_order_profile_follows_the_ekus_and_the_directory() {
+        let none = BTreeMap::new();
+        let local = strings(&["server", "server-client"]);
+        let url = "https://ca.test/directory";
+        // The local CA: each EKU set gets its profile, whatever order the EKUs came in.
+        let pick = |ekus: &[&str], listed: &[String], map: &BTreeMap<String, String>| {
+            choose_order_profile(map, &strings(ekus), listed, url)
+        };
+        assert_eq!(
+            pick(&["serverAuth"], &local, &none).unwrap().as_deref(),
+            Some("server")
+        );
+        assert_eq!(
+            pick(&["clientAuth", "serverAuth"], &local, &none)
+                .unwrap()
+                .as_deref(),
+            Some("server-client")
+        );
+        // No EKUs (an older registrar): the CA's default, as before.
+        assert_eq!(pick(&[], &local, &none).unwrap(), None);
+        // A CA without the profiles extension: its default; the leaf is checked afterwards.
+        assert_eq!(
+            pick(&["serverAuth", "clientAuth"], &[], &none).unwrap(),
+            None
+        );
+        // A public CA whose profiles are all server-only: serverAuth is its default ...
+        let public = strings(&["classic", "tlsserver", "shortlived"]);
+        assert_eq!(pick(&["serverAuth"], &public, &none).unwrap(), None);
+        // ... and clientAuth is refused before anything is ordered, with a mapped problem.
+        let e = pick(&["serverAuth", "clientAuth"], &public, &none).unwrap_err();
+        match &e {
+            WorkerError::Acme {
+                problem_type,
+                detail,
+                ..
+            } => {
+                assert_eq!(problem_type, "urn:ietf:params:acme:error:invalidProfile");
+                assert!(detail.contains("serverAuth+clientAuth"), "{detail}");
+                assert!(detail.contains("tlsserver"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An operator's mapping picks the CA's own name for the set.
+        let mut mapped = BTreeMap::new();
+        mapped.insert("serverAuth+clientAuth".to_string(), "classic".to_string());
+        assert_eq!(
+            pick(&["serverAuth", "clientAuth"], &public, &mapped)
+                .unwrap()
+                .as_deref(),
+            Some("classic")
+        );
+    }
+
     #[test]
     fn identifiers_under_the_parent_name_it_as_their_ancestor() {
         let names = [
@@ -1064,7 +1138,7 @@ mod tests {
         let up = upstream(&server.base, dir.path());
         let names = vec!["d1.devices.example.com".to_string()];
         let mut order = up
-            .new_order_under(&names, "devices.example.com")
+            .new_order_under(&names, "devices.example.com", None)
             .await
             .unwrap();
         assert_eq!(order.url(), format!("{}/order/1", server.base));
