@@ -134,6 +134,13 @@ pub struct CaConfig {
     pub crl_validity_hours: u32,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// A client that has not sent its request head within this many seconds is disconnected
+    /// (slow-header clients would otherwise hold connections open).
+    #[serde(default = "default_io_timeout")]
+    pub header_timeout_seconds: u64,
+    /// A request body that has not fully arrived within this many seconds is answered 408.
+    #[serde(default = "default_io_timeout")]
+    pub body_timeout_seconds: u64,
     #[serde(default = "default_max_identifiers")]
     pub max_identifiers: usize,
     /// Order URLs per page of an account's orders list (RFC 8555 §7.1.2.1); further pages are
@@ -218,6 +225,9 @@ fn default_nonce_seconds() -> u32 {
 fn default_crl_hours() -> u32 {
     24
 }
+fn default_io_timeout() -> u64 {
+    10
+}
 fn default_max_body() -> usize {
     64 * 1024
 }
@@ -269,6 +279,8 @@ impl CaConfig {
             nonce_lifetime_seconds: default_nonce_seconds(),
             crl_validity_hours: default_crl_hours(),
             max_body_bytes: default_max_body(),
+            header_timeout_seconds: default_io_timeout(),
+            body_timeout_seconds: default_io_timeout(),
             max_identifiers: default_max_identifiers(),
             orders_page_size: default_orders_page(),
             account_requests_per_second: default_rate(),
@@ -365,6 +377,13 @@ impl CaConfig {
                 "ca.orders_page_size is {}; it must be 1 to 1000",
                 self.orders_page_size
             ));
+        }
+        if !(1..=300).contains(&self.header_timeout_seconds)
+            || !(1..=300).contains(&self.body_timeout_seconds)
+        {
+            return bad(
+                "ca.header_timeout_seconds and ca.body_timeout_seconds must be 1 to 300".into(),
+            );
         }
         if self.max_body_bytes < 4096 {
             return bad("ca.max_body_bytes must be at least 4096".into());
