@@ -70,10 +70,14 @@ pub struct CaConfig {
     /// DNS names are certified only at or under these suffixes (and under `.local` when
     /// `allow_local`).
     pub domain_suffixes: Vec<String>,
-    #[serde(default = "yes")]
+    /// Off by default: a `.local` name is nobody's to prove, and this root is trusted by the
+    /// devices and the EST server.
+    #[serde(default)]
     pub allow_local: bool,
-    /// Private, link-local and loopback IP identifiers (RFC 8738, validated by http-01).
-    #[serde(default = "yes")]
+    /// Private, link-local and loopback IP identifiers (RFC 8738, validated by http-01). Off
+    /// by default for the same reason: any account could otherwise get a certificate for a
+    /// loopback or private address.
+    #[serde(default)]
     pub allow_ip: bool,
     /// The CA's own names: subjectAltNames of the root (draft-sweet §3.4.1) and of the HTTPS
     /// server certificate. Default: `ragw-ca.<first suffix>` and `ragw-ca.local`.
@@ -253,8 +257,8 @@ impl CaConfig {
             plain_http: false,
             data_dir,
             domain_suffixes,
-            allow_local: true,
-            allow_ip: true,
+            allow_local: false,
+            allow_ip: false,
             ca_names: Vec::new(),
             server_ips: Vec::new(),
             organization: default_organization(),
@@ -424,6 +428,10 @@ mod tests {
         let mut c = base();
         c.validate().unwrap();
         assert_eq!(c.domain_suffixes, vec!["devices.example.test"]);
+        assert_eq!(c.ca_names, vec!["ragw-ca.devices.example.test"]);
+        c.ca_names.clear();
+        c.allow_local = true;
+        c.validate().unwrap();
         assert_eq!(
             c.ca_names,
             vec!["ragw-ca.devices.example.test", "ragw-ca.local"]
