@@ -31,6 +31,12 @@ pub struct IssuanceProfile {
     pub ekus: Vec<Eku>,
     #[serde(default)]
     pub description: String,
+    /// Orders with this profile may name `.local` names even when `ca.allow_local` is off.
+    #[serde(default)]
+    pub allow_local: bool,
+    /// Orders with this profile may name private/loopback IPs even when `ca.allow_ip` is off.
+    #[serde(default)]
+    pub allow_ip: bool,
 }
 
 /// An external account binding key (RFC 8555 §7.3.4).
@@ -194,6 +200,8 @@ fn default_profiles() -> BTreeMap<String, IssuanceProfile> {
         IssuanceProfile {
             ekus: vec![Eku::ServerAuth],
             description: "TLS server certificate".into(),
+            allow_local: false,
+            allow_ip: false,
         },
     );
     m.insert(
@@ -201,6 +209,8 @@ fn default_profiles() -> BTreeMap<String, IssuanceProfile> {
         IssuanceProfile {
             ekus: vec![Eku::ServerAuth, Eku::ClientAuth],
             description: "TLS server and client certificate (EAP-TLS, mutual TLS)".into(),
+            allow_local: false,
+            allow_ip: false,
         },
     );
     m
