@@ -1156,6 +1156,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_ca_listing_no_client_auth_profile_is_refused_before_any_order() {
+        let server = FakeServer::start(|base, seen| match seen.path.as_str() {
+            "/dir" => Canned::json(
+                200,
+                json!({
+                    "newNonce": format!("{base}/nonce"),
+                    "newAccount": format!("{base}/new-account"),
+                    "newOrder": format!("{base}/new-order"),
+                    "meta": {"profiles": {
+                        "classic": "the default",
+                        "tlsserver": "serverAuth only",
+                    }},
+                }),
+            ),
+            _ => Canned::json(404, json!({"type": "urn:ietf:params:acme:error:malformed"})),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream(&server.base, dir.path());
+        let both = strings(&["serverAuth", "clientAuth"]);
+        let e = up.order_profile(&both).await.unwrap_err();
+        assert!(
+            matches!(&e, WorkerError::Acme { problem_type, .. }
+                if problem_type == "urn:ietf:params:acme:error:invalidProfile"),
+            "{e:?}"
+        );
+        assert_eq!(up.order_profile(&both[..1]).await.unwrap(), None);
+        assert!(
+            server.seen().iter().all(|s| s.method != "POST"),
+            "nothing was ordered"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_chosen_profile_goes_into_new_order() {
+        let server = FakeServer::start(acme_directory(|base, seen| match seen.path.as_str() {
+            "/new-order" => Canned::json(201, order(base, "ready"))
+                .header("Location", &format!("{base}/order/1"))
+                .header("Replay-Nonce", "fresh"),
+            _ => Canned::json(404, json!({"type": "urn:ietf:params:acme:error:malformed"})),
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream(&server.base, dir.path());
+        let names = vec!["d1.devices.example.com".to_string()];
+        up.new_order_under(&names, "devices.example.com", Some("server-client"))
+            .await
+            .unwrap();
+        let post = server
+            .seen()
+            .into_iter()
+            .find(|s| s.method == "POST")
+            .unwrap();
+        assert_eq!(post.payload()["profile"], json!("server-client"));
+    }
+
+    #[tokio::test]
     async fn a_recorded_order_is_dropped_only_when_the_ca_says_it_is_gone() {
         let server = FakeServer::start(acme_directory(|base, seen| {
             match seen.path.as_str() {
