@@ -1049,6 +1049,11 @@ pub struct Job {
     /// worker must extend within it and stop working the job once it has run out.
     #[prost(uint32, tag = "10")]
     pub lease_seconds: u32,
+    /// Extended key usages the profile wants in the certificate ("serverAuth", "clientAuth").
+    /// The worker orders the CA profile that issues them and checks the issued leaf; empty from
+    /// a registrar that predates the field (no profile is asked for and nothing is checked).
+    #[prost(string, repeated, tag = "20")]
+    pub ekus: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LeaseResponse {

@@ -1174,11 +1174,40 @@ impl Ca {
         }
         let now = now_micros();
         let pending_expires = now + i64::from(self.cfg.pending_authz_hours) * 3_600_000_000;
+        let profile = match p.get("profile") {
+            None | Some(Value::Null) => self.cfg.default_profile.clone(),
+            Some(Value::String(s)) if self.cfg.profiles.contains_key(s) => s.clone(),
+            Some(Value::String(s)) => {
+                return Err(Problem::new(
+                    ProblemType::InvalidProfile,
+                    format!(
+                        "profile {:?} does not exist (see the directory's meta.profiles)",
+                        s.chars().take(60).collect::<String>()
+                    ),
+                ));
+            }
+            Some(_) => return Err(Problem::malformed("\"profile\" must be a string")),
+        };
+        // A profile may allow `.local` names or IP identifiers the CA refuses by default.
+        let widened;
+        let policy_cfg: &CaConfig = match self.cfg.profiles.get(&profile) {
+            Some(ip)
+                if (ip.allow_local && !self.cfg.allow_local)
+                    || (ip.allow_ip && !self.cfg.allow_ip) =>
+            {
+                let mut c = self.cfg.clone();
+                c.allow_local |= ip.allow_local;
+                c.allow_ip |= ip.allow_ip;
+                widened = c;
+                &widened
+            }
+            _ => &self.cfg,
+        };
         let mut items: Vec<NewOrderIdentifier> = Vec::with_capacity(list.len());
         let mut seen = BTreeSet::new();
         let mut refusals = Vec::new();
         for raw in list {
-            let ident = match policy::parse_identifier(&self.cfg, raw) {
+            let ident = match policy::parse_identifier(policy_cfg, raw) {
                 Ok(i) => i,
                 Err(p) if p.kind == ProblemType::Malformed => return Err(p),
                 Err(p) => {
@@ -1199,7 +1228,7 @@ impl Ca {
                             "\"ancestorDomain\" only applies to dns identifiers",
                         ));
                     }
-                    Some(policy::check_ancestor(&self.cfg, &ident.value, a)?)
+                    Some(policy::check_ancestor(policy_cfg, &ident.value, a)?)
                 }
             };
             if !seen.insert(ident.clone()) {
@@ -1247,20 +1276,6 @@ impl Ca {
                 return Err(p);
             }
         }
-        let profile = match p.get("profile") {
-            None | Some(Value::Null) => self.cfg.default_profile.clone(),
-            Some(Value::String(s)) if self.cfg.profiles.contains_key(s) => s.clone(),
-            Some(Value::String(s)) => {
-                return Err(Problem::new(
-                    ProblemType::InvalidProfile,
-                    format!(
-                        "profile {:?} does not exist (see the directory's meta.profiles)",
-                        s.chars().take(60).collect::<String>()
-                    ),
-                ));
-            }
-            Some(_) => return Err(Problem::malformed("\"profile\" must be a string")),
-        };
         let not_before = time_field(&p, "notBefore")?;
         let not_after = time_field(&p, "notAfter")?;
         let max_after = now + i64::from(self.cfg.leaf_validity_days) * 86_400_000_000;

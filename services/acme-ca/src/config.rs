@@ -31,6 +31,12 @@ pub struct IssuanceProfile {
     pub ekus: Vec<Eku>,
     #[serde(default)]
     pub description: String,
+    /// Orders with this profile may name `.local` names even when `ca.allow_local` is off.
+    #[serde(default)]
+    pub allow_local: bool,
+    /// Orders with this profile may name private/loopback IPs even when `ca.allow_ip` is off.
+    #[serde(default)]
+    pub allow_ip: bool,
 }
 
 /// An external account binding key (RFC 8555 §7.3.4).
@@ -70,10 +76,14 @@ pub struct CaConfig {
     /// DNS names are certified only at or under these suffixes (and under `.local` when
     /// `allow_local`).
     pub domain_suffixes: Vec<String>,
-    #[serde(default = "yes")]
+    /// Off by default: a `.local` name is nobody's to prove, and this root is trusted by the
+    /// devices and the EST server.
+    #[serde(default)]
     pub allow_local: bool,
-    /// Private, link-local and loopback IP identifiers (RFC 8738, validated by http-01).
-    #[serde(default = "yes")]
+    /// Private, link-local and loopback IP identifiers (RFC 8738, validated by http-01). Off
+    /// by default for the same reason: any account could otherwise get a certificate for a
+    /// loopback or private address.
+    #[serde(default)]
     pub allow_ip: bool,
     /// The CA's own names: subjectAltNames of the root (draft-sweet §3.4.1) and of the HTTPS
     /// server certificate. Default: `ragw-ca.<first suffix>` and `ragw-ca.local`.
@@ -134,6 +144,13 @@ pub struct CaConfig {
     pub crl_validity_hours: u32,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// A client that has not sent its request head within this many seconds is disconnected
+    /// (slow-header clients would otherwise hold connections open).
+    #[serde(default = "default_io_timeout")]
+    pub header_timeout_seconds: u64,
+    /// A request body that has not fully arrived within this many seconds is answered 408.
+    #[serde(default = "default_io_timeout")]
+    pub body_timeout_seconds: u64,
     #[serde(default = "default_max_identifiers")]
     pub max_identifiers: usize,
     /// Order URLs per page of an account's orders list (RFC 8555 §7.1.2.1); further pages are
@@ -183,6 +200,8 @@ fn default_profiles() -> BTreeMap<String, IssuanceProfile> {
         IssuanceProfile {
             ekus: vec![Eku::ServerAuth],
             description: "TLS server certificate".into(),
+            allow_local: false,
+            allow_ip: false,
         },
     );
     m.insert(
@@ -190,6 +209,8 @@ fn default_profiles() -> BTreeMap<String, IssuanceProfile> {
         IssuanceProfile {
             ekus: vec![Eku::ServerAuth, Eku::ClientAuth],
             description: "TLS server and client certificate (EAP-TLS, mutual TLS)".into(),
+            allow_local: false,
+            allow_ip: false,
         },
     );
     m
@@ -218,6 +239,9 @@ fn default_nonce_seconds() -> u32 {
 fn default_crl_hours() -> u32 {
     24
 }
+fn default_io_timeout() -> u64 {
+    10
+}
 fn default_max_body() -> usize {
     64 * 1024
 }
@@ -243,8 +267,8 @@ impl CaConfig {
             plain_http: false,
             data_dir,
             domain_suffixes,
-            allow_local: true,
-            allow_ip: true,
+            allow_local: false,
+            allow_ip: false,
             ca_names: Vec::new(),
             server_ips: Vec::new(),
             organization: default_organization(),
@@ -269,6 +293,8 @@ impl CaConfig {
             nonce_lifetime_seconds: default_nonce_seconds(),
             crl_validity_hours: default_crl_hours(),
             max_body_bytes: default_max_body(),
+            header_timeout_seconds: default_io_timeout(),
+            body_timeout_seconds: default_io_timeout(),
             max_identifiers: default_max_identifiers(),
             orders_page_size: default_orders_page(),
             account_requests_per_second: default_rate(),
@@ -366,6 +392,13 @@ impl CaConfig {
                 self.orders_page_size
             ));
         }
+        if !(1..=300).contains(&self.header_timeout_seconds)
+            || !(1..=300).contains(&self.body_timeout_seconds)
+        {
+            return bad(
+                "ca.header_timeout_seconds and ca.body_timeout_seconds must be 1 to 300".into(),
+            );
+        }
         if self.max_body_bytes < 4096 {
             return bad("ca.max_body_bytes must be at least 4096".into());
         }
@@ -405,6 +438,10 @@ mod tests {
         let mut c = base();
         c.validate().unwrap();
         assert_eq!(c.domain_suffixes, vec!["devices.example.test"]);
+        assert_eq!(c.ca_names, vec!["ragw-ca.devices.example.test"]);
+        c.ca_names.clear();
+        c.allow_local = true;
+        c.validate().unwrap();
         assert_eq!(
             c.ca_names,
             vec!["ragw-ca.devices.example.test", "ragw-ca.local"]

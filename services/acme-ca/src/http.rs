@@ -27,7 +27,6 @@ use crate::problem::Problem;
 
 const MAX_CONNECTIONS: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
@@ -190,13 +189,14 @@ async fn serve_connection<I>(ca: Arc<Ca>, io: I, mut stop: watch::Receiver<bool>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let header_timeout = Duration::from_secs(ca.config().header_timeout_seconds);
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let ca = ca.clone();
         async move { Ok::<_, Infallible>(respond(ca, req).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024)
         .serve_connection(io, svc);
     tokio::pin!(conn);
@@ -215,7 +215,26 @@ async fn respond(
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let max = ca.config().max_body_bytes;
-    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect()).await {
+    // An over-limit declared length is refused before a byte of the body is read; the
+    // connection is closed with the answer, so the unread body is never waited for.
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
+    match declared {
+        Some(Some(n)) if n > max as u64 => {
+            let p = Problem::malformed(format!("the request body is larger than {max} bytes"))
+                .status(413);
+            return closing(to_hyper(ca.refuse(&p)));
+        }
+        Some(None) => {
+            let p = Problem::malformed("the Content-Length header is not a number");
+            return closing(to_hyper(ca.refuse(&p)));
+        }
+        _ => {}
+    }
+    let body_timeout = Duration::from_secs(ca.config().body_timeout_seconds);
+    let body = match tokio::time::timeout(body_timeout, Limited::new(body, max).collect()).await {
         Ok(Ok(b)) => b.to_bytes().to_vec(),
         Ok(Err(_)) => {
             let p = Problem::malformed(format!("the request body is larger than {max} bytes"))
@@ -224,7 +243,7 @@ async fn respond(
         }
         Err(_) => {
             let p = Problem::malformed("the request body did not arrive in time").status(408);
-            return to_hyper(ca.refuse(&p));
+            return closing(to_hyper(ca.refuse(&p)));
         }
     };
     let content_type = parts
@@ -249,6 +268,15 @@ async fn respond(
             to_hyper(ca.refuse(&Problem::internal("the request could not be handled")))
         }
     }
+}
+
+/// Ends the connection after this answer: the rest of the request is not read.
+fn closing(mut r: hyper::Response<Full<Bytes>>) -> hyper::Response<Full<Bytes>> {
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 fn to_hyper(r: Response) -> hyper::Response<Full<Bytes>> {

@@ -147,7 +147,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn cfg() -> CaConfig {
+    fn default_cfg() -> CaConfig {
         let mut c = CaConfig::new(
             "/tmp/x".into(),
             vec!["devices.example.test".into()],
@@ -155,6 +155,33 @@ mod tests {
         );
         c.validate().unwrap();
         c
+    }
+
+    /// `.local` names and IP identifiers switched on.
+    fn cfg() -> CaConfig {
+        let mut c = default_cfg();
+        c.allow_local = true;
+        c.allow_ip = true;
+        c
+    }
+
+    #[test]
+    fn local_names_and_ips_are_refused_unless_switched_on() {
+        let c = default_cfg();
+        for (kind, value) in [
+            ("dns", "printer.local"),
+            ("dns", "localhost"),
+            ("dns", "printer"),
+            ("dns", "printer.internal"),
+            ("ip", "127.0.0.1"),
+            ("ip", "10.1.2.3"),
+        ] {
+            let p = check(&c, kind, value).unwrap_err();
+            assert_eq!(p.kind, ProblemType::RejectedIdentifier, "{value}");
+        }
+        let on = cfg();
+        assert!(check(&on, "dns", "printer.local").is_ok());
+        assert!(check(&on, "ip", "127.0.0.1").is_ok());
     }
 
     #[test]

@@ -517,3 +517,50 @@ async fn flows_on_postgres() {
     t.stop().await;
     ragw_store::test_support::drop_schemas(&url, &[schema]).await;
 }
+
+/// Issue 8 §6: IP identifiers and `.local` names are off in a default CA and switched on per
+/// issuance profile; orders with any other profile are still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ip_and_local_identifiers_only_through_a_profile_that_allows_them() {
+    let t = TestCa::start_with(|c| {
+        c.allow_local = false;
+        c.allow_ip = false;
+        c.profiles.insert(
+            "lan".into(),
+            ragw_acme_ca::IssuanceProfile {
+                ekus: vec![ragw_domain::profile::Eku::ServerAuth],
+                description: "devices on the local network".into(),
+                allow_local: true,
+                allow_ip: true,
+            },
+        );
+    })
+    .await;
+    let mut c = t.account().await;
+    for (kind, value) in [("ip", "127.0.0.1"), ("dns", "printer.local")] {
+        let err = c.new_order(&[(kind, value, None)]).await.unwrap_err();
+        assert_eq!(
+            err.problem_type().as_deref(),
+            Some("rejectedIdentifier"),
+            "{value} under the default profile"
+        );
+        let url = c.dir.new_order.clone();
+        let r = c
+            .post(
+                &url,
+                Some(&serde_json::json!({
+                    "identifiers": [{"type": kind, "value": value}],
+                    "profile": "lan",
+                })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status,
+            201,
+            "{value} under lan: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    t.stop().await;
+}

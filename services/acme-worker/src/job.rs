@@ -440,6 +440,7 @@ impl Worker {
             }
             identifiers.push(Identifier::Dns(name.clone()));
         }
+        let profile = upstream.order_profile(&job.ekus).await?;
         let mut order = match self.resume(upstream, job).await? {
             Some(order) => order,
             None => {
@@ -459,11 +460,15 @@ impl Worker {
                 };
                 let order = if preauthorized {
                     upstream
-                        .new_order_under(&job.names, &job.parent_domain)
+                        .new_order_under(&job.names, &job.parent_domain, profile.as_deref())
                         .await?
                 } else {
+                    let mut new_order = NewOrder::new(&identifiers);
+                    if let Some(p) = profile.as_deref() {
+                        new_order = new_order.profile(p);
+                    }
                     account
-                        .new_order(&NewOrder::new(&identifiers))
+                        .new_order(&new_order)
                         .await
                         .map_err(WorkerError::from_acme)?
                 };
@@ -525,6 +530,7 @@ impl Worker {
         if chain.is_empty() {
             return Err(WorkerError::Http("the CA returned no certificate".into()));
         }
+        check_leaf_ekus(&chain[0], &job.ekus)?;
         Ok(chain)
     }
 
@@ -722,6 +728,58 @@ async fn remove_records(
 
 /// Retryable or not, as draft-ietf-acme-integrations maps ACME problems. A Retry-After the CA
 /// sent with the failing answer goes along; the registrar waits max(backoff, Retry-After).
+/// A leaf that lacks an extended key usage the profile asked for would fail where the device
+/// uses it (802.1X without clientAuth), so it is not delivered: the job fails with
+/// `invalidProfile`. A leaf without the extension is unrestricted (RFC 5280 §4.2.1.12).
+fn check_leaf_ekus(leaf_der: &[u8], wanted: &[String]) -> Result<(), WorkerError> {
+    use der::Decode;
+    use der::oid::AssociatedOid;
+    use x509_cert::ext::pkix::ExtendedKeyUsage;
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let unreadable = |e: der::Error| WorkerError::Acme {
+        problem_type: "urn:ietf:params:acme:error:serverInternal".into(),
+        detail: format!("the issued certificate does not decode: {e}"),
+        status: 500,
+        retry_after: None,
+    };
+    let cert = x509_cert::Certificate::from_der(leaf_der).map_err(unreadable)?;
+    let Some(ext) = cert
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .find(|e| e.extn_id == ExtendedKeyUsage::OID)
+    else {
+        return Ok(());
+    };
+    let eku = ExtendedKeyUsage::from_der(ext.extn_value.as_bytes()).map_err(unreadable)?;
+    let has = |oid| eku.0.contains(&oid);
+    let missing: Vec<&str> = wanted
+        .iter()
+        .map(String::as_str)
+        .filter(|w| match *w {
+            "serverAuth" => !has(der::oid::db::rfc5280::ID_KP_SERVER_AUTH),
+            "clientAuth" => !has(der::oid::db::rfc5280::ID_KP_CLIENT_AUTH),
+            _ => true,
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(WorkerError::Acme {
+        problem_type: "urn:ietf:params:acme:error:invalidProfile".into(),
+        detail: format!(
+            "the CA issued a certificate without the extended key usage {} the profile asks \
+             for; it was not delivered",
+            missing.join(", ")
+        ),
+        status: 400,
+        retry_after: None,
+    })
+}
+
 fn failure(e: &WorkerError) -> JobFailure {
     let retry_after = e.retry_after();
     match e {
@@ -785,6 +843,29 @@ mod tests {
 
     use ragw_proto::registrar::v1::worker_service_server::{WorkerService, WorkerServiceServer};
     use tonic::{Request, Response, Status};
+
+    fn leaf_with(ekus: &[rcgen::ExtendedKeyUsagePurpose]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["d1.example.test".into()]).unwrap();
+        params.extended_key_usages = ekus.to_vec();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_leaf_without_a_wanted_eku_is_not_delivered() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let both = vec!["serverAuth".to_string(), "clientAuth".to_string()];
+        let server_only = leaf_with(&[ServerAuth]);
+        assert!(check_leaf_ekus(&server_only, &both[..1]).is_ok());
+        assert!(check_leaf_ekus(&leaf_with(&[ServerAuth, ClientAuth]), &both).is_ok());
+        // No extension at all: unrestricted (RFC 5280 §4.2.1.12).
+        assert!(check_leaf_ekus(&leaf_with(&[]), &both).is_ok());
+        let e = check_leaf_ekus(&server_only, &both).unwrap_err();
+        assert!(e.to_string().contains("clientAuth"), "{e}");
+        let f = failure(&e);
+        assert!(!f.retryable, "the same CA would issue the same again");
+        assert!(f.problem.unwrap().r#type.ends_with(":invalidProfile"));
+    }
 
     fn acme(problem: &str, status: u16) -> WorkerError {
         WorkerError::Acme {

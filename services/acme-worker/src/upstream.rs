@@ -1,7 +1,7 @@
 //! One upstream ACME CA: its directory, the shared account, and the parent-domain
 //! pre-authorizations (RFC 8555 §7.4.1 with RFC 9444 `subdomainAuthAllowed`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -51,6 +51,72 @@ pub struct UpstreamConfig {
     /// Re-authorize the parent domain this long before its authorization expires.
     #[serde(default = "default_renew_before")]
     pub preauth_renew_before_hours: u64,
+    /// The CA's order profile (draft-ietf-acme-profiles) for each set of extended key usages
+    /// a ragw profile asks for, keyed `serverAuth`, `clientAuth` or `serverAuth+clientAuth`.
+    /// Unset keys use the local CA's names (`server`, `client`, `server-client`).
+    #[serde(default)]
+    pub order_profiles: BTreeMap<String, String>,
+}
+
+/// The key of [`UpstreamConfig::order_profiles`] for a set of extended key usages: serverAuth
+/// first, each once, whatever order the profile lists them in.
+pub fn eku_set_key(ekus: &[String]) -> String {
+    let mut known: Vec<&str> = ["serverAuth", "clientAuth"]
+        .into_iter()
+        .filter(|k| ekus.iter().any(|e| e == k))
+        .collect();
+    known.extend(
+        ekus.iter()
+            .map(String::as_str)
+            .filter(|e| !matches!(*e, "serverAuth" | "clientAuth")),
+    );
+    known.join("+")
+}
+
+/// [`Upstream::order_profile`] without the directory fetch: `listed` are the names of the
+/// directory's `meta.profiles`.
+pub fn choose_order_profile(
+    configured: &BTreeMap<String, String>,
+    ekus: &[String],
+    listed: &[String],
+    directory_url: &str,
+) -> Result<Option<String>, WorkerError> {
+    if ekus.is_empty() {
+        return Ok(None);
+    }
+    let key = eku_set_key(ekus);
+    let wanted = configured
+        .get(&key)
+        .map(String::as_str)
+        .or_else(|| default_order_profile(&key));
+    if let Some(name) = wanted.filter(|n| listed.iter().any(|l| l == n)) {
+        return Ok(Some(name.to_string()));
+    }
+    if key == "serverAuth" || listed.is_empty() {
+        return Ok(None);
+    }
+    Err(WorkerError::Acme {
+        problem_type: "urn:ietf:params:acme:error:invalidProfile".into(),
+        detail: format!(
+            "the CA at {directory_url} cannot issue {key} certificates: it offers the profiles \
+             [{}] and none is mapped to {key} (looked for {:?}); map one in order_profiles or \
+             send this ragw profile to a CA that issues them (the local CA or an enterprise CA)",
+            listed.join(", "),
+            wanted.unwrap_or("")
+        ),
+        status: 400,
+        retry_after: None,
+    })
+}
+
+/// The local CA's profile names, used when `order_profiles` does not name one.
+fn default_order_profile(key: &str) -> Option<&'static str> {
+    match key {
+        "serverAuth" => Some("server"),
+        "clientAuth" => Some("client"),
+        "serverAuth+clientAuth" => Some("server-client"),
+        _ => None,
+    }
 }
 
 fn yes() -> bool {
@@ -147,6 +213,30 @@ impl Upstream {
 
     pub fn serves(&self, profile: &str) -> bool {
         self.config.profiles.is_empty() || self.config.profiles.iter().any(|p| p == profile)
+    }
+
+    /// The order profile to ask for so the certificate carries `ekus`; `None` asks for the
+    /// CA's default. A CA that lists profiles (draft-ietf-acme-profiles) but none for these
+    /// EKUs cannot issue them: refused with `invalidProfile` before anything is ordered. A
+    /// serverAuth-only certificate is what every CA's default issues, and a CA without the
+    /// profiles extension is asked for its default; the issued leaf is checked either way.
+    pub async fn order_profile(&self, ekus: &[String]) -> Result<Option<String>, WorkerError> {
+        if ekus.is_empty() {
+            return Ok(None);
+        }
+        let listed: Vec<String> = self
+            .directory()
+            .await?
+            .pointer("/meta/profiles")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        choose_order_profile(
+            &self.config.order_profiles,
+            ekus,
+            &listed,
+            &self.config.directory_url,
+        )
     }
 
     pub async fn directory(&self) -> Result<&Value, WorkerError> {
@@ -281,6 +371,7 @@ impl Upstream {
         &self,
         names: &[String],
         parent: &str,
+        profile: Option<&str>,
     ) -> Result<Order, WorkerError> {
         let new_order = self
             .directory()
@@ -290,7 +381,10 @@ impl Upstream {
             .ok_or_else(|| WorkerError::Config("the ACME directory has no newOrder".into()))?
             .to_string();
         let (account, signer) = self.account().await?;
-        let payload = json!({ "identifiers": order_identifiers(names, parent) });
+        let mut payload = json!({ "identifiers": order_identifiers(names, parent) });
+        if let Some(profile) = profile {
+            payload["profile"] = json!(profile);
+        }
         let (parts, state) = signer.post(&self.http, &new_order, Some(&payload)).await?;
         let url = parts
             .headers
@@ -707,6 +801,64 @@ mod tests {
     use crate::test_support::{Canned, FakeServer, account_json, acme_directory};
     use prometheus_client::metrics::family::Family;
 
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_order_profile_follows_the_ekus_and_the_directory() {
+        let none = BTreeMap::new();
+        let local = strings(&["server", "server-client"]);
+        let url = "https://ca.test/directory";
+        // The local CA: each EKU set gets its profile, whatever order the EKUs came in.
+        let pick = |ekus: &[&str], listed: &[String], map: &BTreeMap<String, String>| {
+            choose_order_profile(map, &strings(ekus), listed, url)
+        };
+        assert_eq!(
+            pick(&["serverAuth"], &local, &none).unwrap().as_deref(),
+            Some("server")
+        );
+        assert_eq!(
+            pick(&["clientAuth", "serverAuth"], &local, &none)
+                .unwrap()
+                .as_deref(),
+            Some("server-client")
+        );
+        // No EKUs (an older registrar): the CA's default, as before.
+        assert_eq!(pick(&[], &local, &none).unwrap(), None);
+        // A CA without the profiles extension: its default; the leaf is checked afterwards.
+        assert_eq!(
+            pick(&["serverAuth", "clientAuth"], &[], &none).unwrap(),
+            None
+        );
+        // A public CA whose profiles are all server-only: serverAuth is its default ...
+        let public = strings(&["classic", "tlsserver", "shortlived"]);
+        assert_eq!(pick(&["serverAuth"], &public, &none).unwrap(), None);
+        // ... and clientAuth is refused before anything is ordered, with a mapped problem.
+        let e = pick(&["serverAuth", "clientAuth"], &public, &none).unwrap_err();
+        match &e {
+            WorkerError::Acme {
+                problem_type,
+                detail,
+                ..
+            } => {
+                assert_eq!(problem_type, "urn:ietf:params:acme:error:invalidProfile");
+                assert!(detail.contains("serverAuth+clientAuth"), "{detail}");
+                assert!(detail.contains("tlsserver"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An operator's mapping picks the CA's own name for the set.
+        let mut mapped = BTreeMap::new();
+        mapped.insert("serverAuth+clientAuth".to_string(), "classic".to_string());
+        assert_eq!(
+            pick(&["serverAuth", "clientAuth"], &public, &mapped)
+                .unwrap()
+                .as_deref(),
+            Some("classic")
+        );
+    }
+
     #[test]
     fn identifiers_under_the_parent_name_it_as_their_ancestor() {
         let names = [
@@ -986,7 +1138,7 @@ mod tests {
         let up = upstream(&server.base, dir.path());
         let names = vec!["d1.devices.example.com".to_string()];
         let mut order = up
-            .new_order_under(&names, "devices.example.com")
+            .new_order_under(&names, "devices.example.com", None)
             .await
             .unwrap();
         assert_eq!(order.url(), format!("{}/order/1", server.base));
@@ -1001,6 +1153,63 @@ mod tests {
             posts[0].payload(),
             json!({"identifiers": [{"type": "dns", "value": "d1.devices.example.com", "ancestorDomain": "devices.example.com"}]})
         );
+    }
+
+    #[tokio::test]
+    async fn a_ca_listing_no_client_auth_profile_is_refused_before_any_order() {
+        let server = FakeServer::start(|base, seen| match seen.path.as_str() {
+            "/dir" => Canned::json(
+                200,
+                json!({
+                    "newNonce": format!("{base}/nonce"),
+                    "newAccount": format!("{base}/new-account"),
+                    "newOrder": format!("{base}/new-order"),
+                    "meta": {"profiles": {
+                        "classic": "the default",
+                        "tlsserver": "serverAuth only",
+                    }},
+                }),
+            ),
+            _ => Canned::json(404, json!({"type": "urn:ietf:params:acme:error:malformed"})),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream(&server.base, dir.path());
+        let both = strings(&["serverAuth", "clientAuth"]);
+        let e = up.order_profile(&both).await.unwrap_err();
+        assert!(
+            matches!(&e, WorkerError::Acme { problem_type, .. }
+                if problem_type == "urn:ietf:params:acme:error:invalidProfile"),
+            "{e:?}"
+        );
+        assert_eq!(up.order_profile(&both[..1]).await.unwrap(), None);
+        assert!(
+            server.seen().iter().all(|s| s.method != "POST"),
+            "nothing was ordered"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_chosen_profile_goes_into_new_order() {
+        let server = FakeServer::start(acme_directory(|base, seen| match seen.path.as_str() {
+            "/new-order" => Canned::json(201, order(base, "ready"))
+                .header("Location", &format!("{base}/order/1"))
+                .header("Replay-Nonce", "fresh"),
+            _ => Canned::json(404, json!({"type": "urn:ietf:params:acme:error:malformed"})),
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream(&server.base, dir.path());
+        let names = vec!["d1.devices.example.com".to_string()];
+        up.new_order_under(&names, "devices.example.com", Some("server-client"))
+            .await
+            .unwrap();
+        let post = server
+            .seen()
+            .into_iter()
+            .find(|s| s.method == "POST")
+            .unwrap();
+        assert_eq!(post.payload()["profile"], json!("server-client"));
     }
 
     #[tokio::test]

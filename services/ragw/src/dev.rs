@@ -192,7 +192,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .with_context(|| format!("binding the local CA to {}", args.acme_addr))?;
     let ca_cfg = match cfg.ca.clone() {
         Some(c) => c,
-        None => CaConfig::new(args.data_dir.join("ca"), zones.clone(), dns.udp_addr()),
+        None => {
+            let mut c = CaConfig::new(args.data_dir.join("ca"), zones.clone(), dns.udp_addr());
+            // `.local` names and IP identifiers stay off unless a profile asks for them.
+            c.allow_local = cfg.profiles.iter().any(|p| p.allow_local_name);
+            c.allow_ip = cfg.profiles.iter().any(|p| p.allow_ip_sans);
+            c
+        }
     };
     let ca = Arc::new(
         Ca::open(ca_cfg, store.clone(), ca_listener.local_addr()?)
@@ -232,6 +238,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
                 account_file: args.data_dir.join("worker").join("account.json"),
                 preauthorize: true,
                 preauth_renew_before_hours: 24,
+                order_profiles: Default::default(),
             });
         }
         let (wcert, wkey) = creds.pair(Role::Worker);

@@ -129,6 +129,7 @@ fn local_ca_upstream(ca: &ragw_acme_ca::CaConfig) -> Result<UpstreamConfig> {
         account_file: ca.data_dir.join("worker-account.json"),
         preauthorize: true,
         preauth_renew_before_hours: 24,
+        order_profiles: Default::default(),
     })
 }
 

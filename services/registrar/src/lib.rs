@@ -61,6 +61,16 @@ pub struct Registrar {
 }
 
 impl Registrar {
+    /// The extended key usages a profile's certificates must carry, as told to workers. A
+    /// profile no longer configured (an enrollment from before a config change) asks for none,
+    /// so the worker falls back to the CA's default.
+    pub(crate) fn profile_ekus(&self, profile: &str) -> Vec<String> {
+        self.profiles
+            .get(profile)
+            .map(|p| p.eku.iter().map(|e| e.as_str().to_string()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         settings: RegistrarSettings,

@@ -69,8 +69,15 @@ pub(crate) fn backoff(attempt: i64) -> Duration {
     Duration::from_secs(10u64.saturating_mul(1u64 << exp.min(12))).min(Duration::from_secs(3600))
 }
 
-fn job_to_pb(e: &EnrollmentRecord, token: &str, expires: i64, lease_seconds: u32) -> pb::Job {
+fn job_to_pb(
+    e: &EnrollmentRecord,
+    token: &str,
+    expires: i64,
+    lease_seconds: u32,
+    ekus: Vec<String>,
+) -> pb::Job {
     pb::Job {
+        ekus,
         lease_seconds,
         enrollment_id: e.id.clone(),
         lease_token: token.to_string(),
@@ -184,7 +191,15 @@ impl pb::worker_service_server::WorkerService for Registrar {
                 return Ok(Response::new(pb::LeaseResponse {
                     jobs: jobs
                         .iter()
-                        .map(|j| job_to_pb(&j.enrollment, &j.lease_token, j.lease_expires, granted))
+                        .map(|j| {
+                            job_to_pb(
+                                &j.enrollment,
+                                &j.lease_token,
+                                j.lease_expires,
+                                granted,
+                                self.profile_ekus(&j.enrollment.profile),
+                            )
+                        })
                         .collect(),
                 }));
             }

@@ -49,6 +49,9 @@ impl TestCa {
             .unwrap();
         let mut cfg = CaConfig::new(dir.path().join("ca"), vec![DOMAIN.into()], dns.addr());
         cfg.dns_timeout_ms = 2000;
+        // The tests exercise `.local` and IP identifiers; both are off in a default CA.
+        cfg.allow_local = true;
+        cfg.allow_ip = true;
         tweak(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ca = Arc::new(

@@ -87,6 +87,11 @@ mod tests {
             ErrorClass::from_acme_problem("urn:ietf:params:acme:error:serverInternal"),
             ErrorClass::InternalCaError
         );
+        // The CA cannot issue the profile's certificate type: nothing the device can fix.
+        assert_eq!(
+            ErrorClass::from_acme_problem("urn:ietf:params:acme:error:invalidProfile"),
+            ErrorClass::InternalCaError
+        );
         assert_eq!(ErrorClass::BadIdentity.teap_error_code(), 1024);
         assert_eq!(ErrorClass::BadRequest.teap_error_code(), 1025);
         assert_eq!(ErrorClass::InternalCaError.teap_error_code(), 1026);

@@ -90,6 +90,16 @@ pub enum Eku {
     ClientAuth,
 }
 
+impl Eku {
+    /// The name used in configuration and on the wire to workers (`serverAuth`, `clientAuth`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eku::ServerAuth => "serverAuth",
+            Eku::ClientAuth => "clientAuth",
+        }
+    }
+}
+
 fn default_keys() -> Vec<KeyType> {
     vec![
         KeyType::EcdsaP256,
