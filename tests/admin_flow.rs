@@ -21,6 +21,7 @@ async fn manual_approval_then_issue_then_restart() {
         .get_assignment(pb::GetAssignmentRequest {
             device: Some(mac(9)),
             profile: "iot".into(),
+            current_certificate_der: Vec::new(),
         })
         .await
         .unwrap()

@@ -64,6 +64,7 @@ parent_domains = ["dot1x.ragw.test"]
             .get_assignment(pb::GetAssignmentRequest {
                 device: Some(mac(i)),
                 profile: profile.into(),
+                current_certificate_der: Vec::new(),
             })
             .await
             .unwrap()

@@ -107,6 +107,16 @@ async fn enroll_retry_idevid_and_reenroll() {
         chain: vec![device_cert.clone()],
         key_pkcs8: dev_key.serialize_der(),
     });
+    // The certificate ragw issued names the device on /csrattrs too, with no password; a
+    // client with neither is told every way in.
+    assert_eq!(
+        csrattrs_names(&reenroller.get(CSRATTRS, "").await),
+        idevid_names
+    );
+    RawClient::new(&gw, &pki)
+        .get(CSRATTRS, "")
+        .await
+        .expect(401, "a certificate ragw issued to the device");
     let new_key = rcgen::KeyPair::generate().unwrap();
     let renewal_csr = b64(&csr_with(&new_key, &idevid_names));
     let r = reenroller.post_csr(REENROLL, "", &renewal_csr).await;
@@ -123,6 +133,7 @@ async fn enroll_retry_idevid_and_reenroll() {
         .post_csr(REENROLL, "", &b64(&csr_with(&another_key, &idevid_names)))
         .await
         .expect(403, "superseded");
+    reenroller.get(CSRATTRS, "").await.expect(403, "superseded");
     // A device that lost its new certificate comes back with its bootstrap credential.
     let recovered = idevid
         .post_csr(ENROLL, "", &b64(&csr_with(&another_key, &idevid_names)))

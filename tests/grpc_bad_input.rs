@@ -273,6 +273,7 @@ async fn a_csr_for_a_name_not_assigned_is_refused_with_the_expected_name() {
         .get_assignment(pb::GetAssignmentRequest {
             device: Some(mac(5)),
             profile: "iot".into(),
+            current_certificate_der: Vec::new(),
         })
         .await
         .unwrap()

@@ -105,6 +105,7 @@ async fn refused_requests_change_nothing(dev: &Dev) {
         .get_assignment(pb::GetAssignmentRequest {
             device: Some(known.clone()),
             profile: "iot".into(),
+            current_certificate_der: Vec::new(),
         })
         .await
         .unwrap()

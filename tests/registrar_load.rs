@@ -27,6 +27,7 @@ async fn submit_twice(dev: &Dev) -> HashMap<u32, String> {
                     .get_assignment(pb::GetAssignmentRequest {
                         device: Some(mac(i)),
                         profile: "iot".into(),
+                        current_certificate_der: Vec::new(),
                     })
                     .await
                     .expect("assignment")

@@ -316,6 +316,7 @@ pub async fn enroll(
             .get_assignment(pb::GetAssignmentRequest {
                 device: Some(mac(i)),
                 profile: "iot".into(),
+                current_certificate_der: Vec::new(),
             })
             .await
             .unwrap()

@@ -231,10 +231,16 @@ pub struct RecordRefusalRequest {
 pub struct RecordRefusalResponse {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetAssignmentRequest {
+    /// The device as the gateway authenticated it; empty when it authenticated only with the
+    /// certificate ragw issued to it, which then names it.
     #[prost(message, optional, tag = "1")]
     pub device: ::core::option::Option<DeviceIdentity>,
     #[prost(string, tag = "2")]
     pub profile: ::prost::alloc::string::String,
+    /// DER of the ragw-issued certificate the device presented as its TLS client certificate,
+    /// when that is how it authenticated.
+    #[prost(bytes = "vec", tag = "3")]
+    pub current_certificate_der: ::prost::alloc::vec::Vec<u8>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Assignment {

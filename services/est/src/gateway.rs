@@ -431,12 +431,33 @@ impl Gateway {
         };
         match op {
             Operation::CsrAttrs => {
-                let device = self.authenticate(label, req, chain.as_deref(), now, clock)?;
-                let request = pb::GetAssignmentRequest {
-                    device: Some(identity_to_pb(&device)),
-                    profile: label.profile.clone(),
-                };
-                Ok(Step::Assignment(pending(Some(device)), request))
+                match self.authenticate(label, req, chain.as_deref(), now, clock) {
+                    Ok(device) => {
+                        let request = pb::GetAssignmentRequest {
+                            device: Some(identity_to_pb(&device)),
+                            profile: label.profile.clone(),
+                            current_certificate_der: Vec::new(),
+                        };
+                        Ok(Step::Assignment(pending(Some(device)), request))
+                    }
+                    // A device holding a certificate ragw issued may learn its name with it
+                    // (no password needed); the registrar checks it is that device's current,
+                    // unrevoked certificate, and refuses otherwise.
+                    Err(refusal) => match chain.as_deref() {
+                        Some([leaf, ..])
+                            if req.headers.get(AUTHORIZATION).is_none()
+                                && check_validity(leaf.as_ref(), now).is_ok() =>
+                        {
+                            let request = pb::GetAssignmentRequest {
+                                device: None,
+                                profile: label.profile.clone(),
+                                current_certificate_der: leaf.as_ref().to_vec(),
+                            };
+                            Ok(Step::Assignment(pending(None), request))
+                        }
+                        _ => Err(refusal),
+                    },
+                }
             }
             Operation::SimpleEnroll => {
                 let device = self.authenticate(label, req, chain.as_deref(), now, clock)?;
@@ -592,6 +613,9 @@ impl Gateway {
                 cc.identity
             ));
         }
+        ways.push(
+            "a certificate ragw issued to the device (for /csrattrs and /simplereenroll)".into(),
+        );
         format!(
             "authentication required: label {:?} accepts {}",
             label.label,

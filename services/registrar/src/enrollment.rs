@@ -314,17 +314,53 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
             .authorize(&request, "GetAssignment", &[Role::Gateway])
             .await?;
         let req = request.into_inner();
-        let device = match identity_from_pb("device", req.device.as_ref()) {
-            Ok(d) => d,
-            Err(m) => {
+        // A device that authenticated with the certificate ragw issued to it is named by that
+        // certificate, which must be its current one (same checks as a re-enrollment).
+        let device = if req.device.is_none() && !req.current_certificate_der.is_empty() {
+            let named = match self
+                .device_for_certificate(&req.current_certificate_der)
+                .await
+            {
+                Ok(d) => d,
+                Err(m) => {
+                    return Err(self
+                        .refuse(
+                            &caller.actor(),
+                            "GetAssignment",
+                            Status::permission_denied(m),
+                            "",
+                        )
+                        .await);
+                }
+            };
+            // No CSR here, so a superseded certificate has no retry to excuse it.
+            if let Err(m) = self
+                .check_current_certificate(&named, &req.current_certificate_der, "")
+                .await
+            {
                 return Err(self
                     .refuse(
                         &caller.actor(),
                         "GetAssignment",
-                        Status::invalid_argument(m),
-                        "",
+                        Status::permission_denied(m),
+                        &named.key(),
                     )
                     .await);
+            }
+            named
+        } else {
+            match identity_from_pb("device", req.device.as_ref()) {
+                Ok(d) => d,
+                Err(m) => {
+                    return Err(self
+                        .refuse(
+                            &caller.actor(),
+                            "GetAssignment",
+                            Status::invalid_argument(m),
+                            "",
+                        )
+                        .await);
+                }
             }
         };
         let profile = match self.profile(&req.profile) {
