@@ -321,3 +321,221 @@ impl CrlPoller {
             .remove(url);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use ragw_domain::{ApprovalMode, DeviceIdentity, IdentityKind, Protocol};
+    use ragw_store::{AuditFilter, IssuedCertificate, NewEnrollment, StoreConfig};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+        IsCa, Issuer, KeyIdMethod, KeyPair, RevocationReason, RevokedCertParams, SerialNumber,
+        date_time_ymd,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SERIAL: [u8; 3] = [0x41, 0x02, 0x03];
+
+    fn crl(issuer: &Issuer<'static, KeyPair>) -> Vec<u8> {
+        CertificateRevocationListParams {
+            this_update: date_time_ymd(2025, 1, 1),
+            next_update: date_time_ymd(2035, 1, 1),
+            crl_number: SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&SERIAL),
+                revocation_time: date_time_ymd(2025, 6, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    }
+
+    /// Serves whatever `body` holds at every request, over plain HTTP.
+    async fn crl_server(body: Arc<Mutex<Vec<u8>>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let body = body.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&body).await;
+                });
+            }
+        });
+        format!("http://{addr}/crl")
+    }
+
+    #[tokio::test]
+    async fn only_a_crl_signed_by_the_issuer_revokes_and_failures_are_audited_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ragw_store::open(&StoreConfig::Sqlite {
+            path: dir.path().join("r.db"),
+        })
+        .await
+        .unwrap();
+        let body = Arc::new(Mutex::new(Vec::new()));
+        let url = crl_server(body.clone()).await;
+
+        // The issuing CA and a leaf it issued, with the CRL URL in it.
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Issuing CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_der = ca_params.self_signed(&ca_key).unwrap().der().to_vec();
+        let issuer = Issuer::new(ca_params.clone(), ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["d1.devices.example.test".into()]).unwrap();
+        leaf.serial_number = Some(SerialNumber::from_slice(&SERIAL));
+        leaf.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![url.clone()],
+        }];
+        let leaf_der = leaf.signed_by(&leaf_key, &issuer).unwrap().der().to_vec();
+
+        let device = DeviceIdentity::new(IdentityKind::Mac, "02:00:00:00:00:01").unwrap();
+        let (e, _) = store
+            .create_enrollment(NewEnrollment {
+                id: "enr-crl-1".into(),
+                device: device.clone(),
+                profile: "iot".into(),
+                approval: ApprovalMode::Auto,
+                label: "d1".into(),
+                parent_domain: "devices.example.test".into(),
+                names: vec!["d1.devices.example.test".into()],
+                protocol: Protocol::Est,
+                csr_der: b"csr".to_vec(),
+                csr_sha256: "00".repeat(32),
+                actor: "gateway:test".into(),
+                details: json!({}),
+            })
+            .await
+            .unwrap();
+        let job = store.lease_jobs("w", 1, 60_000_000).await.unwrap();
+        store
+            .complete(
+                &e.id,
+                &job[0].lease_token,
+                "w",
+                IssuedCertificate {
+                    serial_hex: hex::encode(SERIAL),
+                    not_before: 0,
+                    not_after: i64::MAX / 2,
+                    chain: vec![leaf_der, ca_der],
+                },
+            )
+            .await
+            .unwrap();
+
+        let metrics = CrlMetrics::default();
+        let poller = CrlPoller::new(
+            store.clone(),
+            CrlPollSettings {
+                interval: Duration::from_secs(1),
+                fetch_timeout: Duration::from_secs(10),
+                https_trust: None,
+            },
+            metrics.clone(),
+        );
+        let fetches = |outcome: &str| {
+            metrics
+                .fetches
+                .get_or_create(&CrlFetchLabels {
+                    outcome: outcome.into(),
+                })
+                .get()
+        };
+        let failures = || async {
+            store
+                .query_audit(
+                    &AuditFilter {
+                        action: Some("crl.fetch_failed".into()),
+                        ..Default::default()
+                    },
+                    0,
+                    100,
+                )
+                .await
+                .unwrap()
+                .len()
+        };
+
+        // A CRL listing the serial, but with its signature damaged: nothing is marked.
+        let mut tampered = crl(&issuer);
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01;
+        *body.lock().unwrap() = tampered;
+        for _ in 0..2 {
+            let report = poller.poll_once().await;
+            assert_eq!((report.urls, report.failed), (1, 1));
+            assert!(report.revoked.is_empty());
+        }
+        // Signed by another key under the same name: refused too.
+        let impostor = Issuer::new(ca_params, KeyPair::generate().unwrap());
+        *body.lock().unwrap() = crl(&impostor);
+        let report = poller.poll_once().await;
+        assert_eq!((report.failed, report.revoked.len()), (1, 0));
+        let cert = store
+            .get_certificate(&hex::encode(SERIAL))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!cert.revoked);
+        assert_eq!(fetches("bad_crl"), 3);
+        // Audited when the error first appears, not again while it stays the same.
+        assert_eq!(failures().await, 1);
+
+        // The issuer's own CRL revokes it, once.
+        *body.lock().unwrap() = crl(&issuer);
+        let report = poller.poll_once().await;
+        assert_eq!(report.revoked, vec![hex::encode(SERIAL)]);
+        let cert = store
+            .get_certificate(&hex::encode(SERIAL))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cert.revoked);
+        assert_eq!(cert.revocation_reason.as_deref(), Some("keyCompromise"));
+        assert_eq!(fetches("ok"), 1);
+        assert_eq!(metrics.revoked.get(), 1);
+        let events = store
+            .query_audit(
+                &AuditFilter {
+                    actor: Some(format!("crl:{url}")),
+                    action: Some("certificate.revoked".into()),
+                    ..Default::default()
+                },
+                0,
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].device, device.key());
+        // Nothing left to poll: revoked certificates are not fetched for again.
+        assert_eq!(poller.poll_once().await, PollReport::default());
+    }
+}
