@@ -96,19 +96,61 @@ fn have_curl() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ca_revoke_stops_reenrollment() {
     let dev = Dev::start(&[]);
+    ca_revoke_case(&dev, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_revoke_stops_reenrollment_on_postgres() {
+    let Some(pg) = common::Pg::fresh() else {
+        return;
+    };
+    let config = pg.config.display().to_string();
+    let dev = Dev::start(&["--config", &config]);
+    ca_revoke_case(&dev, Some(&pg)).await;
+    drop(dev);
+    pg.drop_schema().await;
+}
+
+async fn ca_revoke_case(dev: &Dev, pg: Option<&common::Pg>) {
     let mut gw = Gateway::new(dev.channel(Role::Gateway).await);
     let (names, _key, chain) = issue(&mut gw, 801).await;
     let serial = serial_of(&chain[0]);
-    // Before the revocation the certificate renews (proves the refusal below is the CRL's).
+    // Before the revocation a certificate renews (proves the refusal below is the CRL's).
     let (names2, _key2, chain2) = issue(&mut gw, 802).await;
     let (_, csr2) = csr_for(&names2);
     assert_eq!(reenroll(&mut gw, 802, &csr2, &chain2[0]).await, None);
 
-    let (code, out, err) = dev.cli(&["ca", "revoke", &serial, "--reason", "keyCompromise"]);
+    let mut args = vec!["ca", "revoke", &serial, "--reason", "keyCompromise"];
+    let config = pg.map(|p| p.config.display().to_string());
+    if let Some(c) = &config {
+        args.extend(["--config", c.as_str()]);
+    }
+    let (code, out, err) = dev.cli(&args);
     assert_eq!(code, 0, "{out}{err}");
     wait_refused_as_revoked(&mut gw, 801, &names, &chain[0]).await;
 
-    assert_crl_audited(&dev, &serial);
+    match pg {
+        None => assert_crl_audited(dev, &serial),
+        Some(pg) => {
+            let rows = pg
+                .client()
+                .await
+                .query(
+                    "SELECT details FROM audit_events WHERE action = 'certificate.revoked' \
+                     AND actor LIKE 'crl:https://%/crl'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let details: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            assert!(
+                details
+                    .iter()
+                    .any(|d| d.contains(&serial) && d.contains("keyCompromise")),
+                "{details:?}"
+            );
+        }
+    }
     let metrics = common::http_get(&dev.endpoint("metrics")).1;
     let revoked: f64 = metrics
         .lines()
