@@ -389,33 +389,82 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_a_crl_signed_by_the_issuer_revokes_and_failures_are_audited_once() {
+    async fn an_unreachable_crl_is_counted_audited_once_and_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let store = ragw_store::open(&StoreConfig::Sqlite {
             path: dir.path().join("r.db"),
         })
         .await
         .unwrap();
-        let body = Arc::new(Mutex::new(Vec::new()));
-        let url = crl_server(body.clone()).await;
+        // A port nothing listens on: bind, note it, close.
+        let url = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            format!("http://{}/crl", l.local_addr().unwrap())
+        };
+        let (ca_params, ca_key) = ca_params();
+        let ca_der = ca_params.self_signed(&ca_key).unwrap().der().to_vec();
+        let issuer = Issuer::new(ca_params, ca_key);
+        issue_into(&*store, &issuer, ca_der, &url).await;
+        let metrics = CrlMetrics::default();
+        let poller = CrlPoller::new(store.clone(), CrlPollSettings::default(), metrics.clone());
+        for _ in 0..3 {
+            let report = poller.poll_once().await;
+            assert_eq!((report.urls, report.failed), (1, 1));
+        }
+        assert_eq!(
+            metrics
+                .fetches
+                .get_or_create(&CrlFetchLabels {
+                    outcome: "fetch_failed".into(),
+                })
+                .get(),
+            3
+        );
+        let audited = store
+            .query_audit(
+                &AuditFilter {
+                    action: Some("crl.fetch_failed".into()),
+                    actor: Some(format!("crl:{url}")),
+                    ..Default::default()
+                },
+                0,
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(audited.len(), 1);
+        let cert = store
+            .get_certificate(&hex::encode(SERIAL))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!cert.revoked);
+    }
 
-        // The issuing CA and a leaf it issued, with the CRL URL in it.
+    fn ca_params() -> (CertificateParams, KeyPair) {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "Issuing CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_der = ca_params.self_signed(&ca_key).unwrap().der().to_vec();
-        let issuer = Issuer::new(ca_params.clone(), ca_key);
+        (ca_params, ca_key)
+    }
+
+    /// Records a leaf with serial [`SERIAL`] issued by `issuer`, naming `url` as its CRL.
+    async fn issue_into(
+        store: &dyn Store,
+        issuer: &Issuer<'static, KeyPair>,
+        ca_der: Vec<u8>,
+        url: &str,
+    ) -> DeviceIdentity {
         let leaf_key = KeyPair::generate().unwrap();
         let mut leaf = CertificateParams::new(vec!["d1.devices.example.test".into()]).unwrap();
         leaf.serial_number = Some(SerialNumber::from_slice(&SERIAL));
         leaf.crl_distribution_points = vec![CrlDistributionPoint {
-            uris: vec![url.clone()],
+            uris: vec![url.to_string()],
         }];
-        let leaf_der = leaf.signed_by(&leaf_key, &issuer).unwrap().der().to_vec();
-
+        let leaf_der = leaf.signed_by(&leaf_key, issuer).unwrap().der().to_vec();
         let device = DeviceIdentity::new(IdentityKind::Mac, "02:00:00:00:00:01").unwrap();
         let (e, _) = store
             .create_enrollment(NewEnrollment {
@@ -449,6 +498,25 @@ mod tests {
             )
             .await
             .unwrap();
+        device
+    }
+
+    #[tokio::test]
+    async fn only_a_crl_signed_by_the_issuer_revokes_and_failures_are_audited_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ragw_store::open(&StoreConfig::Sqlite {
+            path: dir.path().join("r.db"),
+        })
+        .await
+        .unwrap();
+        let body = Arc::new(Mutex::new(Vec::new()));
+        let url = crl_server(body.clone()).await;
+
+        // The issuing CA and a leaf it issued, with the CRL URL in it.
+        let (ca_params, ca_key) = ca_params();
+        let ca_der = ca_params.self_signed(&ca_key).unwrap().der().to_vec();
+        let issuer = Issuer::new(ca_params.clone(), ca_key);
+        let device = issue_into(&*store, &issuer, ca_der, &url).await;
 
         let metrics = CrlMetrics::default();
         let poller = CrlPoller::new(
