@@ -109,6 +109,17 @@ pub struct RegistrarSection {
     pub max_wait_seconds: u64,
     #[serde(default = "default_lease")]
     pub max_lease_seconds: u64,
+    /// How often the registrar fetches the CRLs of the certificates it issued, so that a
+    /// revocation made at the CA stops re-enrollment; 0 switches polling off. Unset: 300 s
+    /// (`ragw dev`: 5 s).
+    #[serde(default)]
+    pub crl_poll_interval_seconds: Option<u64>,
+    #[serde(default = "default_crl_fetch_timeout")]
+    pub crl_fetch_timeout_seconds: u64,
+    /// PEM CA certificates that authenticate https CRL servers; unset: the public web PKI
+    /// (`ragw dev`: the local CA's root).
+    #[serde(default)]
+    pub crl_https_trust: Option<PathBuf>,
 }
 
 impl Default for RegistrarSection {
@@ -119,6 +130,9 @@ impl Default for RegistrarSection {
             max_attempts: default_attempts(),
             max_wait_seconds: default_wait(),
             max_lease_seconds: default_lease(),
+            crl_poll_interval_seconds: None,
+            crl_fetch_timeout_seconds: default_crl_fetch_timeout(),
+            crl_https_trust: None,
         }
     }
 }
@@ -141,6 +155,14 @@ fn default_wait() -> u64 {
 
 fn default_lease() -> u64 {
     600
+}
+
+/// Production CRL poll interval: a revocation at the CA stops re-enrollment within this plus
+/// the CA's CRL caching.
+pub const DEFAULT_CRL_POLL_SECONDS: u64 = 300;
+
+fn default_crl_fetch_timeout() -> u64 {
+    10
 }
 
 /// The component's mutual-TLS identity for gRPC.
@@ -181,6 +203,20 @@ impl Config {
             bail!("registrar.max_attempts must be at least 1");
         }
         Ok(())
+    }
+
+    pub fn crl_poll_settings(&self) -> ragw_registrar::CrlPollSettings {
+        ragw_registrar::CrlPollSettings {
+            interval: std::time::Duration::from_secs(
+                self.registrar
+                    .crl_poll_interval_seconds
+                    .unwrap_or(DEFAULT_CRL_POLL_SECONDS),
+            ),
+            fetch_timeout: std::time::Duration::from_secs(
+                self.registrar.crl_fetch_timeout_seconds.max(1),
+            ),
+            https_trust: self.registrar.crl_https_trust.clone(),
+        }
     }
 
     pub fn registrar_settings(&self) -> ragw_registrar::RegistrarSettings {
@@ -231,8 +267,19 @@ mod tests {
                 assert_eq!(limits.user_failure_max_delay_seconds, 300);
                 assert_eq!(limits.refusal_audit_per_source, 10);
             }
+            if path.ends_with("registrar.toml") {
+                assert_eq!(cfg.registrar.crl_poll_interval_seconds, Some(300));
+                assert_eq!(cfg.crl_poll_settings().interval.as_secs(), 300);
+            }
+            if path.ends_with("dev.toml") {
+                assert_eq!(cfg.registrar.crl_poll_interval_seconds, Some(5));
+            }
             seen += 1;
         }
+        assert_eq!(
+            Config::default().crl_poll_settings().interval.as_secs(),
+            DEFAULT_CRL_POLL_SECONDS
+        );
         assert!(seen >= 2, "expected example configs in {}", dir.display());
     }
 

@@ -131,6 +131,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
         cfg.validate()?;
     }
     private_dir(&args.data_dir)?;
+    // Revocations at the local CA reach the registrar within seconds, over the CA's HTTPS.
+    cfg.registrar.crl_poll_interval_seconds.get_or_insert(5);
+    if cfg.registrar.crl_https_trust.is_none() {
+        cfg.registrar.crl_https_trust = Some(args.data_dir.join("ca").join("root.pem"));
+    }
     let (password, generated) = bootstrap_password(&args)?;
     let creds =
         ensure_dev_credentials(&tls_dir(&args.data_dir)).context("component credentials")?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ragw_registrar::{Registrar, RegistrarMetrics, TlsMaterial};
+use ragw_registrar::{CrlPoller, Registrar, RegistrarMetrics, TlsMaterial};
 use ragw_runtime::ops::{Health, MetricsRegistry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -45,7 +45,13 @@ pub async fn start_registrar(
     let registrar_metrics = RegistrarMetrics::default();
     registrar_metrics.register(&metrics);
     let health = Health::new();
+    let crl_poller = CrlPoller::new(
+        store.clone(),
+        cfg.crl_poll_settings(),
+        registrar_metrics.crl.clone(),
+    );
     let registrar = Registrar::new(store, cfg.registrar_settings(), registrar_metrics);
+    let crl_task = tokio::spawn(crl_poller.run(wait_stop(stop.clone())));
 
     let ops_task = tokio::spawn(ragw_runtime::ops::serve(
         ops,
@@ -61,6 +67,7 @@ pub async fn start_registrar(
             .await
             .context("registrar task")?
             .context("registrar gRPC server")?;
+        crl_task.await.context("CRL poll task")?;
         ops_task
             .await
             .context("ops task")?

@@ -6,6 +6,7 @@ mod admin;
 mod audit_service;
 mod auth;
 mod convert;
+pub mod crl_poll;
 mod enrollment;
 mod metrics;
 mod worker;
@@ -22,6 +23,7 @@ use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+pub use crl_poll::{CrlPollSettings, CrlPoller};
 pub use metrics::RegistrarMetrics;
 
 /// Largest gRPC message the registrar decodes. Fields have their own, smaller limits, checked

@@ -17,6 +17,8 @@ pub struct RegistrarMetrics {
     pub enrollments_created: Counter,
     pub certificates_recorded: Counter,
     pub jobs_leased: Counter,
+    /// The CRL poller's counters (`ragw_registrar_crl_*`).
+    pub crl: crate::crl_poll::CrlMetrics,
 }
 
 impl RegistrarMetrics {
@@ -42,6 +44,21 @@ impl RegistrarMetrics {
             "jobs_leased",
             "Jobs handed to workers",
             self.jobs_leased.clone(),
+        );
+        registry.register(
+            "crl_polls",
+            "CRL polls started (one per registrar.crl_poll_interval_seconds)",
+            self.crl.polls.clone(),
+        );
+        registry.register(
+            "crl_fetches",
+            "CRL fetches by outcome: ok, fetch_failed (transport, status, size, timeout), bad_crl (not a CRL, wrong issuer, bad signature)",
+            self.crl.fetches.clone(),
+        );
+        registry.register(
+            "crl_revoked",
+            "Certificates marked revoked because their CA's CRL lists them",
+            self.crl.revoked.clone(),
         );
     }
 

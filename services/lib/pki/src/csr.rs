@@ -166,7 +166,7 @@ fn version_problem(der: &[u8]) -> Option<CsrError> {
     )))
 }
 
-fn public_key_bytes(spki: &SubjectPublicKeyInfoOwned) -> Result<&[u8], CsrError> {
+pub(crate) fn public_key_bytes(spki: &SubjectPublicKeyInfoOwned) -> Result<&[u8], CsrError> {
     spki.subject_public_key
         .as_bytes()
         .ok_or_else(|| malformed("the subjectPublicKey BIT STRING has unused bits"))
@@ -182,9 +182,9 @@ fn key_type(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyType, CsrError> {
 
 /// Smallest RSA key accepted for a CA certificate in an upstream's chain (public CAs still use
 /// 2048-bit intermediates); device keys need [`MIN_RSA_BITS`].
-const MIN_CA_RSA_BITS: u32 = 2048;
+pub(crate) const MIN_CA_RSA_BITS: u32 = 2048;
 
-fn key_type_with_min_rsa(
+pub(crate) fn key_type_with_min_rsa(
     spki: &SubjectPublicKeyInfoOwned,
     min_rsa_bits: u32,
 ) -> Result<KeyType, CsrError> {
@@ -278,13 +278,13 @@ enum SigKind {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct SigAlg {
-    name: &'static str,
+pub(crate) struct SigAlg {
+    pub(crate) name: &'static str,
     kind: SigKind,
 }
 
 impl SigAlg {
-    fn from_identifier(alg: &AlgorithmIdentifierOwned) -> Result<SigAlg, CsrError> {
+    pub(crate) fn from_identifier(alg: &AlgorithmIdentifierOwned) -> Result<SigAlg, CsrError> {
         let oid = alg.oid;
         let (name, kind) = match oid {
             o if o == oids::ECDSA_WITH_SHA256 => {
@@ -327,7 +327,10 @@ impl SigAlg {
 
     /// The aws-lc-rs verifier for this algorithm and key. aws-lc-rs offers every pairing of
     /// P-256/P-384/P-521 with SHA-256/384/512, so only a family mismatch is refused.
-    fn verifier(self, key: KeyType) -> Result<&'static dyn VerificationAlgorithm, CsrError> {
+    pub(crate) fn verifier(
+        self,
+        key: KeyType,
+    ) -> Result<&'static dyn VerificationAlgorithm, CsrError> {
         use Hash::*;
         use KeyType::*;
         Ok(match (self.kind, key) {

@@ -13,6 +13,7 @@
 //! [`CsrError::class`] and [`CsrError::teap_error_code`] map it onto the protocols.
 
 pub mod base64;
+mod crl;
 mod csr;
 pub mod csrattrs;
 mod error;
@@ -23,6 +24,7 @@ mod policy;
 #[cfg(test)]
 mod test_support;
 
+pub use crl::{CrlError, MAX_CRL_DER_LEN, RevokedSerial, crl_distribution_points, verify_crl};
 pub use csr::{ChainError, MAX_CSR_DER_LEN, ParsedCsr, check_chain, parse_csr};
 pub use csrattrs::{CsrAttrsRequest, encode_csr_attrs};
 pub use error::CsrError;

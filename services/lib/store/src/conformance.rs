@@ -689,6 +689,92 @@ pub async fn certificates_can_be_revoked(store: Fresh) {
     verify_ok(&store).await;
 }
 
+pub async fn certificates_revoked_from_a_crl(store: Fresh) {
+    for (i, serial) in ["00a1", "00a2", "00a3"].iter().enumerate() {
+        let (e, _) = store
+            .create_enrollment(new_enrollment(
+                &mac(10 + i as u32),
+                &format!("crl00{i}"),
+                serial.as_bytes(),
+                ApprovalMode::Auto,
+            ))
+            .await
+            .unwrap();
+        let j = store.lease_jobs("w", 1, 60_000_000).await.unwrap();
+        store
+            .complete(&e.id, &j[0].lease_token, "w", cert(serial))
+            .await
+            .unwrap();
+    }
+    // Paged by serial; expired certificates (notAfter before valid_at) are left out.
+    let page = store.unrevoked_certificates(0, 2, None).await.unwrap();
+    let serials: Vec<_> = page.items.iter().map(|c| c.serial_hex.as_str()).collect();
+    assert_eq!(serials, ["00a1", "00a2"]);
+    assert_eq!(page.items[0].chain, cert("00a1").chain);
+    let rest = store
+        .unrevoked_certificates(0, 2, page.next.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.next.is_none());
+    assert!(
+        store
+            .unrevoked_certificates(3, 10, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    let url = "crl:https://ca.example/crl";
+    let revoked = store
+        .revoke_certificate_from_crl("00A2", url, "keyCompromise")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(revoked.revoked);
+    assert_eq!(revoked.revocation_reason.as_deref(), Some("keyCompromise"));
+    // Idempotent: again, and for a serial ragw did not issue, nothing happens.
+    assert!(
+        store
+            .revoke_certificate_from_crl("00a2", url, "keyCompromise")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .revoke_certificate_from_crl("beef", url, "unspecified")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let serials: Vec<_> = store
+        .unrevoked_certificates(0, 10, None)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.serial_hex)
+        .collect();
+    assert_eq!(serials, ["00a1", "00a3"]);
+    let events = store
+        .query_audit(
+            &AuditFilter {
+                actor: Some(url.into()),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].action, "certificate.revoked");
+    assert!(events[0].details.contains("keyCompromise"));
+    verify_ok(&store).await;
+}
+
 pub async fn audit_queries_and_paging(store: Fresh) {
     for i in 0..30u32 {
         store
@@ -809,6 +895,7 @@ where
     concurrent_leases_never_share_a_job(make().await).await;
     concurrent_duplicates_make_one_enrollment(make().await).await;
     certificates_can_be_revoked(make().await).await;
+    certificates_revoked_from_a_crl(make().await).await;
     audit_queries_and_paging(make().await).await;
     crate::acme_conformance::acme_nonces_and_secrets(make().await).await;
     crate::acme_conformance::acme_accounts(make().await).await;

@@ -314,6 +314,23 @@ pub trait Store: AcmeStore + Send + Sync {
         actor: &str,
         reason: &str,
     ) -> Result<CertificateRecord>;
+    /// Unrevoked certificates whose notAfter is at or after `valid_at` (Unix micros), ordered
+    /// by serial; `after` is the previous page's cursor.
+    async fn unrevoked_certificates(
+        &self,
+        valid_at: i64,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<Page<CertificateRecord>>;
+    /// Marks the certificate revoked because the issuing CA's CRL lists it, audited as
+    /// `certificate.revoked` by `actor`. Idempotent: an unknown or already revoked serial is
+    /// `Ok(None)`.
+    async fn revoke_certificate_from_crl(
+        &self,
+        serial_hex: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<CertificateRecord>>;
 
     /// Appends an event on its own (refusals, reads that must leave a trace).
     async fn append_audit(&self, draft: AuditDraft) -> Result<AuditEvent>;

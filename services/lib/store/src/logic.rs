@@ -1074,6 +1074,72 @@ pub(crate) async fn revoke_certificate<C: Conn>(
         .ok_or_else(|| StoreError::NotFound(format!("certificate with serial {serial_hex}")))
 }
 
+/// Unrevoked certificates still valid at `valid_at` (Unix micros), by serial, for the CRL
+/// poller.
+pub(crate) async fn unrevoked_certificates<C: Conn>(
+    tx: &mut Tx<C>,
+    valid_at: i64,
+    limit: u32,
+    after: Option<&str>,
+) -> Result<Page<CertificateRecord>> {
+    let limit = clamp_limit(limit);
+    let rows =
+        tx.c.query(
+            &format!(
+                "SELECT {CERT_COLUMNS} WHERE revoked = 0 AND not_after >= $1 AND serial_hex > $2 \
+                 ORDER BY serial_hex LIMIT $3"
+            ),
+            &[
+                valid_at.into(),
+                after.unwrap_or("").into(),
+                (limit + 1).into(),
+            ],
+        )
+        .await?;
+    let mut items = Vec::new();
+    let mut next = None;
+    for (i, row) in rows.iter().enumerate() {
+        if i as i64 == limit {
+            next = items
+                .last()
+                .map(|c: &CertificateRecord| c.serial_hex.clone());
+            break;
+        }
+        items.push(certificate_from_row(row)?);
+    }
+    Ok(Page { items, next })
+}
+
+/// Marks a certificate revoked because its CA's CRL lists it. Idempotent: an unknown or already
+/// revoked serial changes nothing and returns `None`.
+pub(crate) async fn revoke_certificate_from_crl<C: Conn>(
+    tx: &mut Tx<C>,
+    serial_hex: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<Option<CertificateRecord>> {
+    let Some(cert) = get_certificate(tx, serial_hex).await? else {
+        return Ok(None);
+    };
+    if cert.revoked {
+        return Ok(None);
+    }
+    let now = tx.now;
+    tx.c.exec(
+        "UPDATE certificates SET revoked = 1, revoked_at = $1, revocation_reason = $2 WHERE serial_hex = $3",
+        &[now.into(), reason.into(), (&cert.serial_hex).into()],
+    )
+    .await?;
+    tx.audit(
+        AuditDraft::new(actor, "certificate.revoked")
+            .device(cert.device.key())
+            .enrollment(&cert.enrollment_id)
+            .details(json!({"serial": cert.serial_hex, "reason": reason, "source": "crl"})),
+    )
+    .await?;
+    get_certificate(tx, serial_hex).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Audit
 

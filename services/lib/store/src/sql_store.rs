@@ -328,6 +328,36 @@ impl<B: Backend> Store for SqlStore<B> {
         .await
     }
 
+    async fn unrevoked_certificates(
+        &self,
+        valid_at: i64,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<Page<CertificateRecord>> {
+        let args = (valid_at, limit, after.map(str::to_string));
+        self.run(false, args, |tx, a| {
+            Box::pin(logic::unrevoked_certificates(tx, a.0, a.1, a.2.as_deref()))
+        })
+        .await
+    }
+
+    async fn revoke_certificate_from_crl(
+        &self,
+        serial_hex: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<CertificateRecord>> {
+        let args = (
+            serial_hex.to_string(),
+            actor.to_string(),
+            reason.to_string(),
+        );
+        self.run(true, args, |tx, a| {
+            Box::pin(logic::revoke_certificate_from_crl(tx, &a.0, &a.1, &a.2))
+        })
+        .await
+    }
+
     async fn append_audit(&self, draft: AuditDraft) -> Result<AuditEvent> {
         self.run(true, draft, |tx, a| {
             Box::pin(logic::append_audit(tx, a.clone()))
