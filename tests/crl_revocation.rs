@@ -27,6 +27,7 @@ async fn issue(gw: &mut Gateway, i: u32) -> (Vec<String>, rcgen::KeyPair, Vec<Ve
         .get_assignment(pb::GetAssignmentRequest {
             device: Some(mac(i)),
             profile: "iot".into(),
+            current_certificate_der: Vec::new(),
         })
         .await
         .unwrap()

@@ -158,31 +158,42 @@ impl Registrar {
         Ok(record.device)
     }
 
+    /// The device a gateway call is about: the identity the gateway authenticated or, when it
+    /// sends none, the one the ragw-issued certificate names (the gateway cannot map an opaque
+    /// name back to a device). Refusals are audited.
+    async fn requesting_device(
+        &self,
+        caller: &Caller,
+        rpc: &str,
+        device: Option<&pb::DeviceIdentity>,
+        current_certificate_der: &[u8],
+    ) -> Result<DeviceIdentity, Status> {
+        let found = if device.is_none() && !current_certificate_der.is_empty() {
+            self.device_for_certificate(current_certificate_der)
+                .await
+                .map_err(Status::permission_denied)
+        } else {
+            identity_from_pb("device", device).map_err(Status::invalid_argument)
+        };
+        match found {
+            Ok(d) => Ok(d),
+            Err(status) => Err(self.refuse(&caller.actor(), rpc, status, "").await),
+        }
+    }
+
     async fn enroll_inner(
         &self,
         caller: &Caller,
         req: pb::EnrollRequest,
     ) -> Result<pb::EnrollResponse, Status> {
-        let refuse = |status: Status| async move {
-            self.refuse(&caller.actor(), "Enroll", status, "").await
-        };
-
-        // A re-enrolling device may be known only by the certificate ragw issued to it (the
-        // gateway cannot map an opaque name back to a device), so the certificate names it.
-        let device = if req.device.is_none() && !req.current_certificate_der.is_empty() {
-            match self
-                .device_for_certificate(&req.current_certificate_der)
-                .await
-            {
-                Ok(d) => d,
-                Err(m) => return Err(refuse(Status::permission_denied(m)).await),
-            }
-        } else {
-            match identity_from_pb("device", req.device.as_ref()) {
-                Ok(d) => d,
-                Err(m) => return Err(refuse(Status::invalid_argument(m)).await),
-            }
-        };
+        let device = self
+            .requesting_device(
+                caller,
+                "Enroll",
+                req.device.as_ref(),
+                &req.current_certificate_der,
+            )
+            .await?;
         let device_key = device.key();
         let refuse_for = |status: Status| {
             let key = device_key.clone();
@@ -314,55 +325,30 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
             .authorize(&request, "GetAssignment", &[Role::Gateway])
             .await?;
         let req = request.into_inner();
-        // A device that authenticated with the certificate ragw issued to it is named by that
-        // certificate, which must be its current one (same checks as a re-enrollment).
-        let device = if req.device.is_none() && !req.current_certificate_der.is_empty() {
-            let named = match self
-                .device_for_certificate(&req.current_certificate_der)
+        let device = self
+            .requesting_device(
+                &caller,
+                "GetAssignment",
+                req.device.as_ref(),
+                &req.current_certificate_der,
+            )
+            .await?;
+        // A device named only by its certificate must present its current one (the checks of a
+        // re-enrollment; with no CSR, a superseded certificate has no retry to excuse it).
+        if req.device.is_none()
+            && let Err(m) = self
+                .check_current_certificate(&device, &req.current_certificate_der, "")
                 .await
-            {
-                Ok(d) => d,
-                Err(m) => {
-                    return Err(self
-                        .refuse(
-                            &caller.actor(),
-                            "GetAssignment",
-                            Status::permission_denied(m),
-                            "",
-                        )
-                        .await);
-                }
-            };
-            // No CSR here, so a superseded certificate has no retry to excuse it.
-            if let Err(m) = self
-                .check_current_certificate(&named, &req.current_certificate_der, "")
-                .await
-            {
-                return Err(self
-                    .refuse(
-                        &caller.actor(),
-                        "GetAssignment",
-                        Status::permission_denied(m),
-                        &named.key(),
-                    )
-                    .await);
-            }
-            named
-        } else {
-            match identity_from_pb("device", req.device.as_ref()) {
-                Ok(d) => d,
-                Err(m) => {
-                    return Err(self
-                        .refuse(
-                            &caller.actor(),
-                            "GetAssignment",
-                            Status::invalid_argument(m),
-                            "",
-                        )
-                        .await);
-                }
-            }
-        };
+        {
+            return Err(self
+                .refuse(
+                    &caller.actor(),
+                    "GetAssignment",
+                    Status::permission_denied(m),
+                    &device.key(),
+                )
+                .await);
+        }
         let profile = match self.profile(&req.profile) {
             Ok(p) => p.clone(),
             Err(m) => {
