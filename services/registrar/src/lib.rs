@@ -8,6 +8,7 @@ mod auth;
 mod convert;
 mod enrollment;
 mod metrics;
+mod revocation;
 mod worker;
 
 use std::collections::HashMap;
