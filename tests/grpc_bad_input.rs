@@ -142,6 +142,7 @@ async fn bad_input_is_refused_and_only_audited() {
                 max_jobs: 1,
                 lease_seconds: 60,
                 wait_millis: 0,
+                max_revocations: 0,
             })
             .await,
         Code::PermissionDenied,
