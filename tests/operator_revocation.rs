@@ -140,8 +140,58 @@ async fn revoke_reaches_the_ca(dev: &Dev, ca_config: &[&str]) {
         .filter(|a| *a == "certificate.revocation_queued")
         .count();
     assert_eq!(queued, 1);
+    already_revoked_at_the_ca_counts_as_done(dev, ca_config, &mut gw).await;
     let (code, out, err) = dev.cli(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A certificate revoked at the CA first (`ragw ca revoke`) and then by the operator: the CA
+/// answers `alreadyRevoked`, which completes the job (audited with `already_revoked`).
+async fn already_revoked_at_the_ca_counts_as_done(
+    dev: &Dev,
+    ca_config: &[&str],
+    gw: &mut EnrollmentServiceClient<tonic::transport::Channel>,
+) {
+    let pending = enroll(gw, 2..3).await;
+    let issued = wait_issued(gw, &pending, Duration::from_secs(120)).await;
+    let leaf = x509_cert::Certificate::from_der(&issued[0].1[0]).unwrap();
+    let raw_serial = leaf.tbs_certificate().serial_number().as_bytes().to_vec();
+    let serial = ca_serial(&raw_serial);
+    let mut args = vec!["ca", "revoke", serial.as_str(), "--reason", "superseded"];
+    args.extend_from_slice(ca_config);
+    let (code, out, err) = dev.cli(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = dev.cli(&["admin", "revoke-cert", &hex(&raw_serial)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, out, err) = dev.cli(&[
+            "audit",
+            "query",
+            "--action",
+            "certificate.revoked_at_ca",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let done = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| serde_json::from_str::<serde_json::Value>(v["details"].as_str()?).ok())
+            .find(|d| d["serial"].as_str() == Some(hex(&raw_serial).as_str()));
+        if let Some(d) = done {
+            assert_eq!(d["already_revoked"], serde_json::json!(true), "{d}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revocation of a certificate already revoked at the CA did not complete in time"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // (`ragw ca revoke` runs outside the CA server, whose CRL cache may lag for up to 30 s:
+    // the CA's own records are what this checks.)
+    assert_eq!(ca_lists_revoked(dev, ca_config, &serial), Some(true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
