@@ -165,7 +165,7 @@ async fn fifty_enrollments_through_pebble_and_bind() {
     );
     assert!(adds >= f64::from(DEVICES), "{body}");
     assert_eq!(adds, removes, "every TXT record removed: {body}");
-    revocation_reaches_pebble(&dev, &pebble, &curl, &issued[0].1[0]);
+    revocation_reaches_pebble(&dev, &pebble, curl, &issued[0].1[0]);
 
     if let Some(dig) = peers::find_program("dig", "bind9-dnsutils") {
         let out = Command::new(dig)
