@@ -64,6 +64,7 @@ async fn fifty_enrollments_through_pebble_and_bind() {
     let Some(curl) = peers::find_program("curl", "curl") else {
         return;
     };
+    let curl = curl.as_path();
     let dev = Dev::start(&["--no-worker", "--domain", DOMAIN]);
     let upstream = format!(
         "[[worker.upstreams]]\ndirectory_url = \"{}\"\nca_trust = \"{}\"\naccount_file = \"{}\"\n",
@@ -164,6 +165,8 @@ async fn fifty_enrollments_through_pebble_and_bind() {
     );
     assert!(adds >= f64::from(DEVICES), "{body}");
     assert_eq!(adds, removes, "every TXT record removed: {body}");
+    revocation_reaches_pebble(&dev, &pebble, curl, &issued[0].1[0]);
+
     if let Some(dig) = peers::find_program("dig", "bind9-dnsutils") {
         let out = Command::new(dig)
             .args(["+short", "-p", &bind.port.to_string(), "@127.0.0.1", "TXT"])
@@ -175,4 +178,58 @@ async fn fifty_enrollments_through_pebble_and_bind() {
             "challenge record left behind"
         );
     }
+}
+
+/// An operator's revocation reaches the upstream CA: the worker sends revokeCert to Pebble
+/// with its account key, and Pebble's management API reports the certificate revoked.
+fn revocation_reaches_pebble(
+    dev: &Dev,
+    pebble: &peers::Pebble,
+    curl: &std::path::Path,
+    leaf_der: &[u8],
+) {
+    use der::Decode;
+    let leaf = x509_cert::Certificate::from_der(leaf_der).unwrap();
+    let serial: String = leaf
+        .tbs_certificate()
+        .serial_number()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (code, out, err) = dev.cli(&["admin", "revoke-cert", &serial, "--reason", "keyCompromise"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !common::audit_events(&dev.dir.join("ragw.db"), "certificate.revoked_at_ca")
+        .iter()
+        .any(|(_, _, details)| details.contains(&serial))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation did not reach Pebble in time: {:?}",
+            common::audit_events(&dev.dir.join("ragw.db"), "certificate.revocation")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Pebble writes serials as lower-case hex without leading zeros.
+    let trimmed = serial.trim_start_matches('0');
+    let out = Command::new(curl)
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&pebble.tls_ca)
+        .arg(format!(
+            "{}/cert-status-by-serial/{trimmed}",
+            pebble.management
+        ))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{body}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        body.contains("\"Revoked\""),
+        "Pebble does not show it revoked: {body}"
+    );
 }

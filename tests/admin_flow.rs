@@ -51,6 +51,7 @@ async fn manual_approval_then_issue_then_restart() {
             max_jobs: 5,
             lease_seconds: 60,
             wait_millis: 2000,
+            max_revocations: 0,
         })
         .await
         .unwrap()

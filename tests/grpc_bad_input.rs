@@ -142,6 +142,7 @@ async fn bad_input_is_refused_and_only_audited() {
                 max_jobs: 1,
                 lease_seconds: 60,
                 wait_millis: 0,
+                max_revocations: 0,
             })
             .await,
         Code::PermissionDenied,
@@ -204,6 +205,57 @@ async fn bad_input_is_refused_and_only_audited() {
     );
     refusals += 1;
 
+    // Revocation job reports: only workers, only well-formed references, bounded text.
+    expect(
+        gw_as_worker
+            .complete_revocation(pb::CompleteRevocationRequest {
+                serial_hex: "1a2b".into(),
+                lease_token: "00".repeat(16),
+                already_revoked: false,
+            })
+            .await,
+        Code::PermissionDenied,
+        "requires the role worker",
+    );
+    refusals += 1;
+    expect(
+        worker
+            .complete_revocation(pb::CompleteRevocationRequest {
+                serial_hex: "not hex".into(),
+                lease_token: "00".repeat(16),
+                already_revoked: false,
+            })
+            .await,
+        Code::InvalidArgument,
+        "serial_hex",
+    );
+    refusals += 1;
+    expect(
+        worker
+            .fail_revocation(pb::FailRevocationRequest {
+                serial_hex: "1a2b".into(),
+                lease_token: "not-a-token".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "lease_token",
+    );
+    refusals += 1;
+    expect(
+        worker
+            .fail_revocation(pb::FailRevocationRequest {
+                serial_hex: "1a2b".into(),
+                lease_token: "00".repeat(16),
+                detail: "x".repeat(5000),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "exceed 4096 bytes",
+    );
+    refusals += 1;
+
     let mut admin = AdminServiceClient::new(dev.channel(Role::Admin).await);
     expect(
         admin
@@ -234,7 +286,13 @@ async fn bad_input_is_refused_and_only_audited() {
 
     // Nothing stored but the refusals.
     let db = rusqlite::Connection::open(dev.dir.join("ragw.db")).unwrap();
-    for table in ["devices", "labels", "enrollments", "certificates"] {
+    for table in [
+        "devices",
+        "labels",
+        "enrollments",
+        "certificates",
+        "revocation_jobs",
+    ] {
         let n: i64 = db
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .unwrap();

@@ -288,6 +288,7 @@ impl TestIssuer {
                         max_jobs: 16,
                         lease_seconds: 60,
                         wait_millis: 2000,
+                        max_revocations: 0,
                     })
                     .await
                 {

@@ -1030,6 +1030,10 @@ pub struct LeaseRequest {
     /// Long poll: wait up to this long for a job when none is ready.
     #[prost(uint32, tag = "4")]
     pub wait_millis: u32,
+    /// Revocation jobs this worker takes besides order jobs (0: none, for workers that do not
+    /// know them).
+    #[prost(uint32, tag = "5")]
+    pub max_revocations: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Job {
@@ -1061,10 +1065,36 @@ pub struct Job {
     #[prost(string, repeated, tag = "20")]
     pub ekus: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
+/// An operator revoked a certificate in the registrar: revoke it at the issuing CA with ACME
+/// revokeCert.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevocationJob {
+    #[prost(string, tag = "1")]
+    pub serial_hex: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub lease_token: ::prost::alloc::string::String,
+    #[prost(int64, tag = "3")]
+    pub lease_deadline_unix_micros: i64,
+    #[prost(uint32, tag = "4")]
+    pub lease_seconds: u32,
+    /// The end-entity certificate, DER.
+    #[prost(bytes = "vec", tag = "5")]
+    pub certificate_der: ::prost::alloc::vec::Vec<u8>,
+    /// The profile it was issued for: selects the upstream CA.
+    #[prost(string, tag = "6")]
+    pub profile: ::prost::alloc::string::String,
+    /// RFC 5280 CRLReason code (0 unspecified, 1 keyCompromise, 4 superseded, ...).
+    #[prost(uint32, tag = "7")]
+    pub reason_code: u32,
+    #[prost(int32, tag = "8")]
+    pub attempt: i32,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LeaseResponse {
     #[prost(message, repeated, tag = "1")]
     pub jobs: ::prost::alloc::vec::Vec<Job>,
+    #[prost(message, repeated, tag = "2")]
+    pub revocations: ::prost::alloc::vec::Vec<RevocationJob>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExtendRequest {
@@ -1134,6 +1164,39 @@ pub struct FailRequest {
 pub struct FailResponse {
     #[prost(enumeration = "EnrollmentState", tag = "1")]
     pub state: i32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CompleteRevocationRequest {
+    #[prost(string, tag = "1")]
+    pub serial_hex: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub lease_token: ::prost::alloc::string::String,
+    /// The CA answered alreadyRevoked: it had the certificate revoked before this call.
+    #[prost(bool, tag = "3")]
+    pub already_revoked: bool,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CompleteRevocationResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FailRevocationRequest {
+    #[prost(string, tag = "1")]
+    pub serial_hex: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub lease_token: ::prost::alloc::string::String,
+    #[prost(bool, tag = "3")]
+    pub retryable: bool,
+    #[prost(message, optional, tag = "4")]
+    pub problem: ::core::option::Option<AcmeProblem>,
+    #[prost(string, tag = "5")]
+    pub detail: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "6")]
+    pub retry_after_seconds: u32,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FailRevocationResponse {
+    /// True when the registrar gave up on the job (not retryable, or out of attempts).
+    #[prost(bool, tag = "1")]
+    pub gave_up: bool,
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -1409,6 +1472,63 @@ pub mod worker_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// The outcome of a revocation job (LeaseResponse.revocations): the issuing CA has revoked
+        /// the certificate, or the ACME revokeCert call failed.
+        pub async fn complete_revocation(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CompleteRevocationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CompleteRevocationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ragw.registrar.v1.WorkerService/CompleteRevocation",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ragw.registrar.v1.WorkerService",
+                        "CompleteRevocation",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn fail_revocation(
+            &mut self,
+            request: impl tonic::IntoRequest<super::FailRevocationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FailRevocationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ragw.registrar.v1.WorkerService/FailRevocation",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("ragw.registrar.v1.WorkerService", "FailRevocation"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1458,6 +1578,22 @@ pub mod worker_service_server {
             request: tonic::Request<super::RecordStepRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RecordStepResponse>,
+            tonic::Status,
+        >;
+        /// The outcome of a revocation job (LeaseResponse.revocations): the issuing CA has revoked
+        /// the certificate, or the ACME revokeCert call failed.
+        async fn complete_revocation(
+            &self,
+            request: tonic::Request<super::CompleteRevocationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CompleteRevocationResponse>,
+            tonic::Status,
+        >;
+        async fn fail_revocation(
+            &self,
+            request: tonic::Request<super::FailRevocationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FailRevocationResponse>,
             tonic::Status,
         >;
     }
@@ -1791,6 +1927,97 @@ pub mod worker_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RecordStepSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ragw.registrar.v1.WorkerService/CompleteRevocation" => {
+                    #[allow(non_camel_case_types)]
+                    struct CompleteRevocationSvc<T: WorkerService>(pub Arc<T>);
+                    impl<
+                        T: WorkerService,
+                    > tonic::server::UnaryService<super::CompleteRevocationRequest>
+                    for CompleteRevocationSvc<T> {
+                        type Response = super::CompleteRevocationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CompleteRevocationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as WorkerService>::complete_revocation(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CompleteRevocationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ragw.registrar.v1.WorkerService/FailRevocation" => {
+                    #[allow(non_camel_case_types)]
+                    struct FailRevocationSvc<T: WorkerService>(pub Arc<T>);
+                    impl<
+                        T: WorkerService,
+                    > tonic::server::UnaryService<super::FailRevocationRequest>
+                    for FailRevocationSvc<T> {
+                        type Response = super::FailRevocationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::FailRevocationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as WorkerService>::fail_revocation(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FailRevocationSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

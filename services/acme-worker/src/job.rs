@@ -26,6 +26,12 @@ use crate::dns::DnsProvider;
 use crate::steps::{JobRef, Step, StepRecorder};
 use crate::upstream::{RecordedOrder, Upstream, UpstreamConfig};
 
+mod revoke;
+
+/// Revocation jobs asked for per Lease call. They run beside order jobs without taking a
+/// concurrency slot: each is one revokeCert request, bounded by this number.
+const MAX_REVOCATIONS_PER_LEASE: u32 = 4;
+
 fn default_concurrency() -> usize {
     8
 }
@@ -223,6 +229,7 @@ impl Worker {
                 max_jobs: u32::try_from(free).unwrap_or(u32::MAX),
                 lease_seconds: self.config.lease_seconds,
                 wait_millis: self.config.poll_wait_ms,
+                max_revocations: MAX_REVOCATIONS_PER_LEASE,
             });
             let jobs = tokio::select! {
                 _ = &mut shutdown => break,
@@ -233,7 +240,14 @@ impl Worker {
                 .observe(started.elapsed().as_secs_f64());
             match jobs {
                 Ok(rsp) => {
-                    for job in rsp.into_inner().jobs {
+                    let rsp = rsp.into_inner();
+                    for revocation in rsp.revocations {
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            me.work_revocation(revocation, started).await;
+                        });
+                    }
+                    for job in rsp.jobs {
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
                             break;
                         };
@@ -1011,6 +1025,22 @@ mod tests {
         ) -> Result<Response<pb::RecordStepResponse>, Status> {
             self.0.reports.lock().unwrap().push("RecordStep");
             Ok(Response::new(pb::RecordStepResponse {}))
+        }
+
+        async fn complete_revocation(
+            &self,
+            _: Request<pb::CompleteRevocationRequest>,
+        ) -> Result<Response<pb::CompleteRevocationResponse>, Status> {
+            self.0.reports.lock().unwrap().push("CompleteRevocation");
+            Ok(Response::new(pb::CompleteRevocationResponse {}))
+        }
+
+        async fn fail_revocation(
+            &self,
+            _: Request<pb::FailRevocationRequest>,
+        ) -> Result<Response<pb::FailRevocationResponse>, Status> {
+            self.0.reports.lock().unwrap().push("FailRevocation");
+            Ok(Response::new(pb::FailRevocationResponse::default()))
         }
     }
 

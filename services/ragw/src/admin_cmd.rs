@@ -55,7 +55,8 @@ pub enum AdminCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Mark a certificate ragw recorded as revoked.
+    /// Mark a certificate ragw recorded as revoked and queue its revocation at the issuing CA
+    /// (a worker calls the CA's ACME revokeCert; the CA's CRL lists it once done).
     RevokeCert {
         serial_hex: String,
         #[arg(long, default_value = "unspecified")]
@@ -259,7 +260,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 .map_err(status_error)?
                 .into_inner();
             println!(
-                "certificate {} (enrollment {}) revoked",
+                "certificate {} (enrollment {}) revoked; revocation at the issuing CA queued",
                 r.serial_hex, r.enrollment_id
             );
         }

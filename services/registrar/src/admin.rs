@@ -270,6 +270,8 @@ impl pb::admin_service_server::AdminService for Registrar {
             Err(e) => return Err(store_status(e)),
         };
         self.metrics.rpc("RevokeCertificate", "ok");
+        // A worker waiting in Lease takes the revocation job queued with it at once.
+        self.notify_change();
         Ok(Response::new(pb::RevokeCertificateResponse {
             serial_hex: c.serial_hex,
             enrollment_id: c.enrollment_id,

@@ -9,6 +9,7 @@ mod convert;
 pub mod crl_poll;
 mod enrollment;
 mod metrics;
+mod revocation;
 mod worker;
 
 use std::collections::HashMap;

@@ -56,7 +56,7 @@ fn csr_spki(csr_der: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("stored CSR public key: {e}"))
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -181,8 +181,17 @@ impl pb::worker_service_server::WorkerService for Registrar {
                 .lease_jobs(&worker, max, lease)
                 .await
                 .map_err(store_status)?;
+            // Only workers that say they handle revocation jobs get them.
+            let revocations = if req.max_revocations > 0 {
+                self.store
+                    .lease_revocations(&worker, req.max_revocations.min(100), lease)
+                    .await
+                    .map_err(store_status)?
+            } else {
+                Vec::new()
+            };
             let now = Instant::now();
-            if !jobs.is_empty() || now >= deadline {
+            if !jobs.is_empty() || !revocations.is_empty() || now >= deadline {
                 self.metrics.jobs_leased.inc_by(jobs.len() as u64);
                 self.metrics.rpc("Lease", "ok");
                 if !jobs.is_empty() {
@@ -200,6 +209,10 @@ impl pb::worker_service_server::WorkerService for Registrar {
                                 self.profile_ekus(&j.enrollment.profile),
                             )
                         })
+                        .collect(),
+                    revocations: revocations
+                        .iter()
+                        .map(|r| crate::revocation::revocation_to_pb(r, granted))
                         .collect(),
                 }));
             }
@@ -411,6 +424,20 @@ impl pb::worker_service_server::WorkerService for Registrar {
         self.metrics.rpc("Complete", "ok");
         self.notify_change();
         Ok(Response::new(pb::CompleteResponse {}))
+    }
+
+    async fn complete_revocation(
+        &self,
+        request: Request<pb::CompleteRevocationRequest>,
+    ) -> Result<Response<pb::CompleteRevocationResponse>, Status> {
+        self.complete_revocation_rpc(request).await
+    }
+
+    async fn fail_revocation(
+        &self,
+        request: Request<pb::FailRevocationRequest>,
+    ) -> Result<Response<pb::FailRevocationResponse>, Status> {
+        self.fail_revocation_rpc(request).await
     }
 
     async fn fail(

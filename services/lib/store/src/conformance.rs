@@ -12,7 +12,8 @@ use ragw_domain::{
 use serde_json::json;
 
 use crate::{
-    AuditFilter, EnrollmentFilter, FailOutcome, IssuedCertificate, NewEnrollment, Store, StoreError,
+    AuditFilter, EnrollmentFilter, FailOutcome, IssuedCertificate, NewEnrollment, RevocationState,
+    Store, StoreError,
 };
 
 type Fresh = Arc<dyn Store>;
@@ -59,6 +60,21 @@ fn cert(serial: &str) -> IssuedCertificate {
             b"intermediate".to_vec(),
         ],
     }
+}
+
+async fn audit_count(store: &Fresh, action: &str) -> usize {
+    store
+        .query_audit(
+            &AuditFilter {
+                action: Some(action.into()),
+                ..Default::default()
+            },
+            0,
+            1000,
+        )
+        .await
+        .unwrap()
+        .len()
 }
 
 async fn verify_ok(store: &Fresh) {
@@ -775,6 +791,179 @@ pub async fn certificates_revoked_from_a_crl(store: Fresh) {
     verify_ok(&store).await;
 }
 
+/// An operator revocation queues a job for the CA in the same transaction; workers lease it,
+/// a retryable failure queues it again (after its retry time), lease expiry hands it to
+/// another worker, and completion is final and idempotent.
+pub async fn revocations_are_queued_for_the_ca(store: Fresh) {
+    let (e, _) = store
+        .create_enrollment(new_enrollment(
+            &mac(7),
+            "revjob000",
+            b"rj-1",
+            ApprovalMode::Auto,
+        ))
+        .await
+        .unwrap();
+    let j = store.lease_jobs("w", 1, 60_000_000).await.unwrap();
+    store
+        .complete(&e.id, &j[0].lease_token, "w", cert("0e01"))
+        .await
+        .unwrap();
+    assert!(store.get_revocation_job("0e01").await.unwrap().is_none());
+    assert!(
+        store
+            .lease_revocations("w", 10, 60_000_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .revoke_certificate("0E01", "admin:alice", "keyCompromise")
+        .await
+        .unwrap();
+    let queued = store.get_revocation_job("0e01").await.unwrap().unwrap();
+    assert_eq!(queued.state, RevocationState::Queued);
+    assert_eq!(queued.reason, "keyCompromise");
+    assert_eq!(
+        audit_count(&store, "certificate.revocation_queued").await,
+        1
+    );
+    // A refused revocation queues nothing more.
+    assert!(
+        store
+            .revoke_certificate("0e01", "admin", "x")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        audit_count(&store, "certificate.revocation_queued").await,
+        1
+    );
+
+    // Leased with what the worker needs: the certificate and its profile.
+    let leased = store.lease_revocations("w1", 10, 60_000_000).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].job.state, RevocationState::Revoking);
+    assert_eq!(leased[0].job.attempts, 1);
+    assert_eq!(leased[0].profile, "iot");
+    assert_eq!(leased[0].certificate_der, b"ee-0e01".to_vec());
+    assert!(
+        store
+            .lease_revocations("w2", 10, 60_000_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store
+            .complete_revocation("0e01", "00000000000000000000000000000000", "w2", false)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+
+    // A retryable failure with a retry time in the past is leasable again at once.
+    let failed = store
+        .fail_revocation(
+            "0e01",
+            &leased[0].lease_token,
+            "w1",
+            FailOutcome {
+                retryable: true,
+                detail: "CA unreachable".into(),
+                class: ErrorClass::InternalCaError,
+                retry_at: 0,
+                max_attempts: 5,
+                acme_problem: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.state, RevocationState::Queued);
+    assert_eq!(failed.failure_detail.as_deref(), Some("CA unreachable"));
+    assert_eq!(
+        audit_count(&store, "certificate.revocation_failed").await,
+        1
+    );
+
+    // A lease that runs out hands the job to the next worker.
+    let first = store.lease_revocations("w1", 10, -1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let second = store.lease_revocations("w2", 10, 60_000_000).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].job.attempts, 3);
+    assert!(matches!(
+        store
+            .complete_revocation("0e01", &first[0].lease_token, "w1", false)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let done = store
+        .complete_revocation("0e01", &second[0].lease_token, "w2", true)
+        .await
+        .unwrap();
+    assert_eq!(done.state, RevocationState::Done);
+    assert_eq!(done.lease_owner, None);
+    // The same report again (a lost answer) has the same outcome and audits nothing more.
+    store
+        .complete_revocation("0e01", &second[0].lease_token, "w2", true)
+        .await
+        .unwrap();
+    assert_eq!(audit_count(&store, "certificate.revoked_at_ca").await, 1);
+    assert!(
+        store
+            .lease_revocations("w3", 10, 60_000_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A definitive refusal ends the job as failed.
+    let (e2, _) = store
+        .create_enrollment(new_enrollment(
+            &mac(8),
+            "revjob001",
+            b"rj-2",
+            ApprovalMode::Auto,
+        ))
+        .await
+        .unwrap();
+    let j = store.lease_jobs("w", 1, 60_000_000).await.unwrap();
+    store
+        .complete(&e2.id, &j[0].lease_token, "w", cert("0e02"))
+        .await
+        .unwrap();
+    store
+        .revoke_certificate("0e02", "admin", "superseded")
+        .await
+        .unwrap();
+    let leased = store.lease_revocations("w1", 10, 60_000_000).await.unwrap();
+    let gave_up = store
+        .fail_revocation(
+            "0e02",
+            &leased[0].lease_token,
+            "w1",
+            FailOutcome {
+                retryable: false,
+                detail: "unauthorized".into(),
+                class: ErrorClass::InternalCaError,
+                retry_at: 0,
+                max_attempts: 5,
+                acme_problem: Some(json!({"type": "urn:ietf:params:acme:error:unauthorized"})),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(gave_up.state, RevocationState::Failed);
+    assert!(
+        store
+            .lease_revocations("w1", 10, 60_000_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    verify_ok(&store).await;
+}
+
 pub async fn audit_queries_and_paging(store: Fresh) {
     for i in 0..30u32 {
         store
@@ -896,6 +1085,7 @@ where
     concurrent_duplicates_make_one_enrollment(make().await).await;
     certificates_can_be_revoked(make().await).await;
     certificates_revoked_from_a_crl(make().await).await;
+    revocations_are_queued_for_the_ca(make().await).await;
     audit_queries_and_paging(make().await).await;
     crate::acme_conformance::acme_nonces_and_secrets(make().await).await;
     crate::acme_conformance::acme_accounts(make().await).await;

@@ -9,6 +9,7 @@ mod acme;
 mod acme_logic;
 mod logic;
 pub mod postgres;
+mod revocation;
 mod schema;
 pub mod sql;
 mod sql_store;
@@ -31,6 +32,7 @@ use ragw_domain::{
 use thiserror::Error;
 
 pub use acme::*;
+pub use revocation::{LeasedRevocation, RevocationJobRecord, RevocationState};
 pub use sql_store::SqlStore;
 
 #[derive(Debug, Error)]
@@ -308,6 +310,8 @@ pub trait Store: AcmeStore + Send + Sync {
     /// The CA certificates (the chain without its end-entity certificate) of the newest
     /// certificate issued for `profile`; empty when none was issued yet.
     async fn issuer_certificates(&self, profile: &str) -> Result<Vec<Vec<u8>>>;
+    /// Marks the certificate revoked and, in the same transaction, queues the job that revokes
+    /// it at the issuing CA.
     async fn revoke_certificate(
         &self,
         serial_hex: &str,
@@ -331,6 +335,32 @@ pub trait Store: AcmeStore + Send + Sync {
         actor: &str,
         reason: &str,
     ) -> Result<Option<CertificateRecord>>;
+
+    /// The revocation job of a certificate revoked through [`Store::revoke_certificate`].
+    async fn get_revocation_job(&self, serial_hex: &str) -> Result<Option<RevocationJobRecord>>;
+    /// Leases up to `max` revocation jobs (queued and due, or revoking with an expired lease).
+    async fn lease_revocations(
+        &self,
+        worker: &str,
+        max: u32,
+        lease_micros: i64,
+    ) -> Result<Vec<LeasedRevocation>>;
+    /// The CA has revoked the certificate (`already_revoked`: it said it had been before).
+    async fn complete_revocation(
+        &self,
+        serial_hex: &str,
+        token: &str,
+        worker: &str,
+        already_revoked: bool,
+    ) -> Result<RevocationJobRecord>;
+    /// The CA call failed: retried at `outcome.retry_at` unless it is final.
+    async fn fail_revocation(
+        &self,
+        serial_hex: &str,
+        token: &str,
+        worker: &str,
+        outcome: FailOutcome,
+    ) -> Result<RevocationJobRecord>;
 
     /// Appends an event on its own (refusals, reads that must leave a trace).
     async fn append_audit(&self, draft: AuditDraft) -> Result<AuditEvent>;

@@ -1069,6 +1069,8 @@ pub(crate) async fn revoke_certificate<C: Conn>(
             .details(json!({"serial": cert.serial_hex, "reason": reason})),
     )
     .await?;
+    // Same transaction: the registrar's row and the job that takes it to the CA go together.
+    crate::revocation::queue_revocation(tx, &cert, actor, reason).await?;
     get_certificate(tx, serial_hex)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("certificate with serial {serial_hex}")))

@@ -87,7 +87,26 @@ INSERT INTO audit_head (id, seq, hash)
     (2, ACME_CA_V2),
     (3, ACME_CA_V3),
     (4, ISSUER_CHAIN_V4),
+    (5, REVOCATION_JOBS_V5),
 ];
+
+/// Operator revocations on their way to the issuing CA (one job per revoked certificate).
+const REVOCATION_JOBS_V5: &str = r#"
+CREATE TABLE revocation_jobs (
+    serial_hex TEXT PRIMARY KEY REFERENCES certificates(serial_hex),
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    updated BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_token TEXT,
+    lease_expires BIGINT,
+    not_before BIGINT NOT NULL DEFAULT 0,
+    failure_detail TEXT
+);
+CREATE INDEX revocation_jobs_ready ON revocation_jobs (state, not_before);
+"#;
 
 /// The newest certificate of a profile, whose chain gives the CA certificates gateways serve.
 const ISSUER_CHAIN_V4: &str = r#"

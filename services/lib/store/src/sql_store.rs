@@ -8,11 +8,12 @@ use futures::future::BoxFuture;
 use ragw_domain::{AuditDraft, AuditEvent, DeviceIdentity};
 
 use crate::logic::{self, Begin, Tx};
+use crate::revocation;
 use crate::sql::Backend;
 use crate::{
     AuditFilter, CertificateRecord, DeviceRecord, EnrollmentFilter, EnrollmentRecord, FailOutcome,
-    IssuedCertificate, LabelAssignment, LeasedJob, NewEnrollment, Page, Result, Store, StoreError,
-    VerifyReport,
+    IssuedCertificate, LabelAssignment, LeasedJob, LeasedRevocation, NewEnrollment, Page, Result,
+    RevocationJobRecord, Store, StoreError, VerifyReport,
 };
 
 const MAX_TRANSACTION_ATTEMPTS: usize = 8;
@@ -341,6 +342,13 @@ impl<B: Backend> Store for SqlStore<B> {
         .await
     }
 
+    async fn get_revocation_job(&self, serial_hex: &str) -> Result<Option<RevocationJobRecord>> {
+        self.run(false, serial_hex.to_string(), |tx, a| {
+            Box::pin(revocation::get_revocation_job(tx, a))
+        })
+        .await
+    }
+
     async fn revoke_certificate_from_crl(
         &self,
         serial_hex: &str,
@@ -354,6 +362,57 @@ impl<B: Backend> Store for SqlStore<B> {
         );
         self.run(true, args, |tx, a| {
             Box::pin(logic::revoke_certificate_from_crl(tx, &a.0, &a.1, &a.2))
+        })
+        .await
+    }
+
+    async fn lease_revocations(
+        &self,
+        worker: &str,
+        max: u32,
+        lease_micros: i64,
+    ) -> Result<Vec<LeasedRevocation>> {
+        let args = (worker.to_string(), max, lease_micros);
+        self.run(true, args, |tx, a| {
+            Box::pin(revocation::lease_revocations(tx, &a.0, a.1, a.2))
+        })
+        .await
+    }
+
+    async fn complete_revocation(
+        &self,
+        serial_hex: &str,
+        token: &str,
+        worker: &str,
+        already_revoked: bool,
+    ) -> Result<RevocationJobRecord> {
+        let args = (
+            serial_hex.to_string(),
+            token.to_string(),
+            worker.to_string(),
+            already_revoked,
+        );
+        self.run(true, args, |tx, a| {
+            Box::pin(revocation::complete_revocation(tx, &a.0, &a.1, &a.2, a.3))
+        })
+        .await
+    }
+
+    async fn fail_revocation(
+        &self,
+        serial_hex: &str,
+        token: &str,
+        worker: &str,
+        outcome: FailOutcome,
+    ) -> Result<RevocationJobRecord> {
+        let args = (
+            serial_hex.to_string(),
+            token.to_string(),
+            worker.to_string(),
+            outcome,
+        );
+        self.run(true, args, |tx, a| {
+            Box::pin(revocation::fail_revocation(tx, &a.0, &a.1, &a.2, &a.3))
         })
         .await
     }
