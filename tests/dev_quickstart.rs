@@ -203,3 +203,43 @@ fn manual_approval_then_restart_keeps_everything() {
     let (code, out, _) = dev.cli(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Password guessing against `ragw dev` as shipped: a user name that just failed waits (429
+/// with Retry-After, whatever password follows), and the ops endpoint counts the passwords
+/// left unchecked under the EST component's prefix.
+#[test]
+fn guessing_one_user_name_is_slowed_and_counted() {
+    if !have_peers(&[("curl", "curl")]) {
+        return;
+    }
+    // A long first delay, so that the retry surely falls inside it on a slow machine too.
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("dev.toml");
+    std::fs::write(&config, "[est.limits]\nuser_failure_delay_seconds = 120\n").unwrap();
+    let dev = Dev::start(&["--config", &config.display().to_string()]);
+    let est = dev.endpoint("est");
+    let root = dev.dir.join("ca/root.pem");
+    let guess = |password: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "--cacert"])
+            .arg(&root)
+            .args(["--user", &format!("pledge-guessed:{password}")])
+            .arg(format!("{est}/.well-known/est/csrattrs"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = guess("wrong-1");
+    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+    assert!(first.contains("\r\nWWW-Authenticate: Basic"), "{first}");
+    let pw = std::fs::read_to_string(dev.dir.join("dev-password")).unwrap();
+    let second = guess(pw.trim());
+    assert!(second.starts_with("HTTP/1.1 429"), "{second}");
+    assert!(second.contains("\r\nRetry-After: "), "{second}");
+    let (_, metrics) = common::http_get(&dev.endpoint("metrics"));
+    let unchecked = metrics
+        .lines()
+        .find(|l| l.starts_with("ragw_est_passwords_not_checked_total{reason=\"user_backoff\"}"))
+        .unwrap_or_else(|| panic!("no user_backoff counter in:\n{metrics}"));
+    assert!(!unchecked.ends_with(" 0"), "{unchecked}");
+}
