@@ -130,28 +130,7 @@ async fn ca_revoke_case(dev: &Dev, pg: Option<&common::Pg>) {
     assert_eq!(code, 0, "{out}{err}");
     wait_refused_as_revoked(&mut gw, 801, &names, &chain[0]).await;
 
-    match pg {
-        None => assert_crl_audited(dev, &serial),
-        Some(pg) => {
-            let rows = pg
-                .client()
-                .await
-                .query(
-                    "SELECT details FROM audit_events WHERE action = 'certificate.revoked' \
-                     AND actor LIKE 'crl:https://%/crl'",
-                    &[],
-                )
-                .await
-                .unwrap();
-            let details: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            assert!(
-                details
-                    .iter()
-                    .any(|d| d.contains(&serial) && d.contains("keyCompromise")),
-                "{details:?}"
-            );
-        }
-    }
+    assert_crl_audited(dev, pg, &serial).await;
     let metrics = common::http_get(&dev.endpoint("metrics")).1;
     let revoked: f64 = metrics
         .lines()
@@ -161,19 +140,30 @@ async fn ca_revoke_case(dev: &Dev, pg: Option<&common::Pg>) {
     assert!(revoked >= 1.0, "{metrics}");
 }
 
-/// The registrar's own `certificate.revoked` event, by the CRL poller (actor `crl:<url>`).
-fn assert_crl_audited(dev: &Dev, serial: &str) {
-    let conn = rusqlite::Connection::open(dev.dir.join("ragw.db")).unwrap();
-    let details: Vec<String> = conn
-        .prepare(
-            "SELECT details FROM audit_events WHERE action = 'certificate.revoked' \
-             AND actor LIKE 'crl:https://%/crl' ORDER BY seq",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+/// The registrar's own `certificate.revoked` event, by the CRL poller (actor `crl:<url>`), in
+/// the SQLite database of `ragw dev` or in the test's PostgreSQL schema.
+async fn assert_crl_audited(dev: &Dev, pg: Option<&common::Pg>, serial: &str) {
+    const QUERY: &str = "SELECT details FROM audit_events WHERE action = 'certificate.revoked' \
+                         AND actor LIKE 'crl:https://%/crl' ORDER BY seq";
+    let details: Vec<String> = match pg {
+        None => rusqlite::Connection::open(dev.dir.join("ragw.db"))
+            .unwrap()
+            .prepare(QUERY)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect(),
+        Some(pg) => pg
+            .client()
+            .await
+            .query(QUERY, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
     assert!(
         details
             .iter()
@@ -217,6 +207,25 @@ async fn acme_revoke_cert_by_the_key_holder_stops_reenrollment() {
         return;
     }
     let dev = Dev::start(&[]);
+    key_holder_revocation_case(&dev, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_revoke_cert_by_the_key_holder_stops_reenrollment_on_postgres() {
+    if !have_curl() {
+        return;
+    }
+    let Some(pg) = common::Pg::fresh() else {
+        return;
+    };
+    let config = pg.config.display().to_string();
+    let dev = Dev::start(&["--config", &config]);
+    key_holder_revocation_case(&dev, Some(&pg)).await;
+    drop(dev);
+    pg.drop_schema().await;
+}
+
+async fn key_holder_revocation_case(dev: &Dev, pg: Option<&common::Pg>) {
     let mut gw = Gateway::new(dev.channel(Role::Gateway).await);
     let (names, key, chain) = issue(&mut gw, 811).await;
     let root = dev.dir.join("ca/root.pem");
@@ -263,5 +272,5 @@ async fn acme_revoke_cert_by_the_key_holder_stops_reenrollment() {
     );
 
     wait_refused_as_revoked(&mut gw, 811, &names, &chain[0]).await;
-    assert_crl_audited(&dev, &serial_of(&chain[0]));
+    assert_crl_audited(dev, pg, &serial_of(&chain[0])).await;
 }
