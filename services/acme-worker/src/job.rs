@@ -158,6 +158,15 @@ struct JobFailure {
     retry_after: Option<Duration>,
 }
 
+impl JobFailure {
+    /// The CA's requested pause in whole seconds for the registrar's backoff; 0 when none.
+    fn retry_after_seconds(&self) -> u32 {
+        self.retry_after
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .unwrap_or(0)
+    }
+}
+
 impl Worker {
     pub fn new(
         id: String,
@@ -342,12 +351,9 @@ impl Worker {
                         enrollment_id: job.enrollment_id.clone(),
                         lease_token: job.lease_token.clone(),
                         retryable: f.retryable,
+                        retry_after_seconds: f.retry_after_seconds(),
                         problem: f.problem,
                         detail: f.detail.chars().take(4000).collect(),
-                        retry_after_seconds: f
-                            .retry_after
-                            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-                            .unwrap_or(0),
                     })
                     .await
                 {

@@ -15,8 +15,6 @@ use crate::Registrar;
 use crate::auth::store_status;
 use crate::worker::{backoff, now_micros};
 
-const MAX_TEXT: usize = 4096;
-
 /// The RFC 5280 CRLReason code for an operator's reason, restricted to the codes RFC 8555 CAs
 /// accept for revokeCert (0, 1, 3, 4, 5, 9): any other text revokes as `unspecified` (0), so a
 /// free-text reason never keeps a certificate off the CRL.
@@ -97,17 +95,8 @@ impl Registrar {
             return Err(self.refuse(&actor, "FailRevocation", s, "").await);
         }
         let problem = req.problem.as_ref();
-        let too_long = req.detail.len() > MAX_TEXT
-            || problem.is_some_and(|p| p.r#type.len() > 256 || p.detail.len() > MAX_TEXT);
-        if too_long {
-            return Err(self
-                .refuse(
-                    &actor,
-                    "FailRevocation",
-                    Status::invalid_argument("detail or problem fields exceed 4096 bytes"),
-                    "",
-                )
-                .await);
+        if let Err(s) = crate::worker::check_failure_text(&req.detail, problem) {
+            return Err(self.refuse(&actor, "FailRevocation", s, "").await);
         }
         let job = self
             .store

@@ -20,6 +20,21 @@ use crate::convert::state_to_pb;
 const MAX_CHAIN_LEN: usize = 8;
 const MAX_CERT_DER_LEN: usize = 16 * 1024;
 const MAX_TEXT: usize = 4096;
+
+/// A worker's failure report (of an order or a revocation) keeps its texts bounded.
+pub(crate) fn check_failure_text(
+    detail: &str,
+    problem: Option<&pb::AcmeProblem>,
+) -> Result<(), Status> {
+    let too_long = detail.len() > MAX_TEXT
+        || problem.is_some_and(|p| p.r#type.len() > 256 || p.detail.len() > MAX_TEXT);
+    if too_long {
+        return Err(Status::invalid_argument(
+            "detail or problem fields exceed 4096 bytes",
+        ));
+    }
+    Ok(())
+}
 const POLL: Duration = Duration::from_millis(250);
 
 /// What the registrar reads off an issued certificate.
@@ -451,17 +466,8 @@ impl pb::worker_service_server::WorkerService for Registrar {
             return Err(self.refuse(&actor, "Fail", s, "").await);
         }
         let problem = req.problem.as_ref();
-        let too_long = req.detail.len() > MAX_TEXT
-            || problem.is_some_and(|p| p.r#type.len() > 256 || p.detail.len() > MAX_TEXT);
-        if too_long {
-            return Err(self
-                .refuse(
-                    &actor,
-                    "Fail",
-                    Status::invalid_argument("detail or problem fields exceed 4096 bytes"),
-                    "",
-                )
-                .await);
+        if let Err(s) = check_failure_text(&req.detail, problem) {
+            return Err(self.refuse(&actor, "Fail", s, "").await);
         }
         let class = problem
             .map(|p| ErrorClass::from_acme_problem(&p.r#type))

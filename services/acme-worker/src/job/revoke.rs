@@ -142,12 +142,9 @@ impl Worker {
                         serial_hex: job.serial_hex.clone(),
                         lease_token: job.lease_token.clone(),
                         retryable: f.retryable,
+                        retry_after_seconds: f.retry_after_seconds(),
                         problem: f.problem,
                         detail: f.detail.chars().take(4000).collect(),
-                        retry_after_seconds: f
-                            .retry_after
-                            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-                            .unwrap_or(0),
                     })
                     .await
                     .map(|_| ())
