@@ -80,6 +80,8 @@ pub enum RadiusError {
     AttributeValueTooLong { attribute_type: u8, len: usize },
     #[error("encoded packet of {0} octets exceeds 4096")]
     PacketTooLong(usize),
+    #[error("{0:?} is not a response code")]
+    NotAResponseCode(Code),
     #[error("{0:?} is not a request this server verifies")]
     NotAVerifiableRequest(Code),
     #[error("request carries no Message-Authenticator")]
@@ -453,9 +455,16 @@ impl Packet {
     /// Encode a response to `request`: Message-Authenticator first (BlastRADIUS hardening),
     /// this packet's attributes except any Proxy-State, then the request's Proxy-State
     /// attributes in order, and the Response Authenticator in the header.
+    /// (Status-Server is answered with Access-Accept, RFC 5997 §3.)
     pub fn encode_response(&self, request: &Packet, secret: &[u8]) -> Result<Vec<u8>, RadiusError> {
         if secret.is_empty() {
             return Err(RadiusError::EmptySecret);
+        }
+        if !matches!(
+            self.code,
+            Code::AccessAccept | Code::AccessReject | Code::AccessChallenge
+        ) {
+            return Err(RadiusError::NotAResponseCode(self.code));
         }
         let mut signed = self.with_message_authenticator_first();
         signed.identifier = request.identifier;
@@ -589,7 +598,8 @@ pub fn encrypt_mppe_key(
         return Err(RadiusError::EmptySecret);
     }
     // Salt + hidden string must fit a vendor sub-attribute: 2 + 16k <= 247.
-    if key.len() > 239 - 1 {
+    // 2 + 16 * ceil((1 + len) / 16) <= 247  <=>  len <= 239.
+    if key.len() > 239 {
         return Err(RadiusError::BadMppeKey(
             "key longer than a sub-attribute holds",
         ));
@@ -667,7 +677,8 @@ fn md5_parts(parts: &[&[u8]]) -> [u8; 16] {
 }
 
 fn hmac_md5(key: &[u8], data: &[u8]) -> [u8; 16] {
-    // HMAC accepts keys of any length; new_from_slice cannot fail for Hmac<Md5>.
+    // HMAC accepts keys of any length, so new_from_slice cannot fail for Hmac<Md5>; were it to,
+    // an all-zero MAC fails closed (no verification passes with it).
     let mut mac = match <Hmac<Md5> as KeyInit>::new_from_slice(key) {
         Ok(mac) => mac,
         Err(_) => return [0; 16],

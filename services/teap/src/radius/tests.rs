@@ -390,6 +390,45 @@ fn mppe_attributes_from_msk() {
     assert!(mppe_key_attributes(&msk, [1, 2], [0x81, 2], b"s", &ra).is_err());
 }
 
+#[test]
+fn mppe_key_length_bound_is_what_a_vendor_sub_attribute_holds() {
+    let ra = [7u8; 16];
+    let longest = encrypt_mppe_key(&[5; 239], [0, 1], b"s", &ra).unwrap();
+    assert_eq!(longest.len(), 242);
+    assert!(Attribute::vendor_specific(VENDOR_MICROSOFT, MS_MPPE_SEND_KEY, &longest).is_ok());
+    assert_eq!(decrypt_mppe_key(&longest, b"s", &ra).unwrap(), vec![5; 239]);
+    assert!(matches!(
+        encrypt_mppe_key(&[5; 240], [0, 1], b"s", &ra),
+        Err(RadiusError::BadMppeKey(_))
+    ));
+}
+
+#[test]
+fn only_access_accept_reject_and_challenge_are_encoded_as_responses() {
+    let request = Packet::parse(&unhex(SIGNED_REQUEST)).unwrap();
+    for code in [
+        Code::AccessRequest,
+        Code::StatusServer,
+        Code::AccountingResponse,
+    ] {
+        assert_eq!(
+            Packet::response_to(&request, code).encode_response(&request, b"k"),
+            Err(RadiusError::NotAResponseCode(code))
+        );
+    }
+    for code in [
+        Code::AccessAccept,
+        Code::AccessReject,
+        Code::AccessChallenge,
+    ] {
+        assert!(
+            Packet::response_to(&request, code)
+                .encode_response(&request, b"k")
+                .is_ok()
+        );
+    }
+}
+
 /// Random bytes, random mutations of valid packets and every truncation: typed errors or
 /// packets, never a panic.
 #[test]
