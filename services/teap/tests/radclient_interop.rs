@@ -1,7 +1,8 @@
 //! The RADIUS codec against a real peer: FreeRADIUS's `radclient` (Debian `freeradius-utils`)
 //! sends Access-Requests whose Message-Authenticator it computes itself; a one-shot UDP
 //! responder built on the codec verifies them and answers. radclient checks the Response
-//! Authenticator and the Message-Authenticator of what comes back, and decrypts MS-MPPE keys.
+//! Authenticator and the Message-Authenticator of what comes back, and decrypts MS-MPPE keys;
+//! Status-Server (RFC 5997) is verified and answered too.
 //! Skips loudly without radclient; fails under `RAGW_REQUIRE_PEERS=1`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -81,10 +82,14 @@ where
 }
 
 fn radclient(radclient: &PathBuf, port: u16, request: &str) -> Output {
+    radclient_command(radclient, port, "auth", request)
+}
+
+fn radclient_command(radclient: &PathBuf, port: u16, command: &str, request: &str) -> Output {
     let mut child = Command::new(radclient)
         .args(["-x", "-r", "1", "-t", "3"])
         .arg(format!("127.0.0.1:{port}"))
-        .args(["auth", SECRET])
+        .args([command, SECRET])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -258,6 +263,35 @@ fn radclient_request_without_message_authenticator_is_refused_by_the_codec() {
         responder.join().unwrap(),
         Err(RadiusError::MissingMessageAuthenticator)
     );
+}
+
+#[test]
+fn radclient_status_server_is_verified_and_answered_with_access_accept() {
+    let Some(radclient_path) = find_program("radclient", "freeradius-utils") else {
+        return;
+    };
+    let (port, responder) = one_shot_responder(|verified| {
+        let request = verified.as_ref().ok()?;
+        let accept = Packet::response_to(request, Code::AccessAccept);
+        Some(accept.encode_response(request, SECRET.as_bytes()).unwrap())
+    });
+    let out = radclient_command(
+        &radclient_path,
+        port,
+        "status",
+        "Message-Authenticator = 0x00\n",
+    );
+    let request = responder
+        .join()
+        .unwrap()
+        .expect("radclient's Status-Server verifies");
+    assert_eq!(request.code, Code::StatusServer);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "radclient refused our answer: {stdout}"
+    );
+    assert!(stdout.contains("Received Access-Accept"), "{stdout}");
 }
 
 fn md5(data: &[u8]) -> [u8; 16] {
