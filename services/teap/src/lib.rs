@@ -4,4 +4,5 @@
 //! only the RADIUS codec ([`radius`]); the EAP and TEAP state machines and the UDP/RadSec loop
 //! that drives them come next (issue 9). Nothing here is wired into the `ragw` binary yet.
 
+pub mod eap;
 pub mod radius;
