@@ -6,3 +6,4 @@
 
 pub mod eap;
 pub mod radius;
+pub mod tlv;
