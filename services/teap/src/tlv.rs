@@ -551,6 +551,25 @@ impl Tlv {
         })
     }
 
+    /// The raw nested TLV list of a NAK, Vendor-Specific, Request-Action, Intermediate-Result
+    /// or Trusted-Server-Root TLV; `None` for types without one.
+    pub fn nested_tlv_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Nak { tlvs, .. }
+            | Self::VendorSpecific { tlvs, .. }
+            | Self::RequestAction { tlvs, .. }
+            | Self::IntermediateResult { tlvs, .. }
+            | Self::TrustedServerRoot { tlvs, .. } => Some(tlvs),
+            _ => None,
+        }
+    }
+
+    /// Decodes the nested TLV list (see [`Tlv::nested_tlv_bytes`]) within `limits`.
+    pub fn parse_nested(&self, limits: Limits) -> Option<Result<ParsedTlvs, TlvError>> {
+        self.nested_tlv_bytes()
+            .map(|bytes| parse_tlvs(bytes, limits))
+    }
+
     /// Appends the encoded TLV (header and value) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), TlvError> {
         let value = self.encode_value()?;
@@ -702,6 +721,52 @@ mod tests {
         assert_eq!(parsed.skipped_optional, [65]);
         let nak = nak_for(parsed.unsupported_mandatory[0]);
         assert_eq!(nak.encode().unwrap(), [0x80, 0x04, 0, 6, 0, 0, 0, 0, 0, 64]);
+    }
+
+    #[test]
+    fn nested_tlvs_decode_within_limits() {
+        let inner = encode_tlvs(&[Tlv::Pkcs10(vec![]), Tlv::CsrAttributes(vec![0x30, 0])]).unwrap();
+        let request_action = Tlv::RequestAction {
+            status: Status::Success,
+            action: Action::ProcessTlv,
+            tlvs: inner,
+        };
+        let nested = request_action
+            .parse_nested(Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            nested.tlvs,
+            [Tlv::Pkcs10(vec![]), Tlv::CsrAttributes(vec![0x30, 0])]
+        );
+        let tight = Limits {
+            max_total_len: 64 * 1024,
+            max_count: 1,
+        };
+        assert_eq!(
+            request_action.parse_nested(tight),
+            Some(Err(TlvError::TooManyTlvs { max: 1 }))
+        );
+        // The fork's bare 2-octet type inside Request-Action is not a TLV list: the outer TLV
+        // still parses and only nested decoding reports the truncation.
+        let fork = Tlv::RequestAction {
+            status: Status::Success,
+            action: Action::ProcessTlv,
+            tlvs: vec![0x00, 0x10],
+        };
+        let outer = parse_tlvs(&fork.encode().unwrap(), Limits::default()).unwrap();
+        assert_eq!(outer.tlvs, std::slice::from_ref(&fork));
+        assert_eq!(
+            fork.parse_nested(Limits::default()),
+            Some(Err(TlvError::TruncatedHeader {
+                offset: 0,
+                remaining: 2
+            }))
+        );
+        assert_eq!(
+            Tlv::Result(Status::Success).parse_nested(Limits::default()),
+            None
+        );
     }
 
     #[test]
