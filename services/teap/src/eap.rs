@@ -47,6 +47,8 @@ pub enum EapError {
     UnknownCode(u8),
     #[error("{code:?} must be exactly 4 octets, length field is {length}")]
     SuccessFailureWithData { code: Code, length: usize },
+    #[error("{0:?} carries no data, but a body was given to encode")]
+    BodyOnSuccessOrFailure(Code),
     #[error("{0:?} has no type octet")]
     MissingType(Code),
     #[error("Nak is only valid in a Response")]
@@ -509,7 +511,10 @@ mod tests {
             identifier: 0,
             body: Body::Identity(vec![]),
         };
-        assert!(success_with_data.encode().is_err());
+        assert_eq!(
+            success_with_data.encode(),
+            Err(EapError::BodyOnSuccessOrFailure(Code::Success))
+        );
         let mut wrong_version = TeapMessage::new(vec![]);
         wrong_version.version = 2;
         let packet = Packet {
