@@ -187,12 +187,7 @@ impl Packet {
         match (&self.body, self.code.carries_type()) {
             (Body::Empty, false) => {}
             (Body::Empty, true) => return Err(EapError::MissingType(self.code)),
-            (_, false) => {
-                return Err(EapError::SuccessFailureWithData {
-                    code: self.code,
-                    length: 0,
-                });
-            }
+            (_, false) => return Err(EapError::BodyOnSuccessOrFailure(self.code)),
             (Body::Identity(identity), true) => {
                 out.push(method::IDENTITY);
                 out.extend_from_slice(identity);
