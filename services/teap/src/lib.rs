@@ -5,3 +5,5 @@
 //! that drives them come next (issue 9). Nothing here is wired into the `ragw` binary yet.
 
 pub mod radius;
+pub mod radius_server;
+pub mod udp;
