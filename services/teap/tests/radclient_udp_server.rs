@@ -176,3 +176,28 @@ fn radclient_with_the_wrong_secret_gets_no_answer() {
     assert!(core.counters().dropped(DropReason::BadMessageAuthenticator) >= 1);
     assert_eq!(core.counters().handled, 0);
 }
+
+#[test]
+fn radclient_access_request_without_message_authenticator_gets_no_answer_and_is_counted() {
+    let Some(path) = find_program("radclient", "freeradius-utils") else {
+        return;
+    };
+    let server = RunningServer::start();
+    let out = radclient(
+        &path,
+        server.port,
+        "auth",
+        SECRET,
+        "User-Name = \"device-1\", User-Password = \"pw\"\n",
+    );
+    let core = server.stop();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "radclient got an answer: {stdout}");
+    assert!(!stdout.contains("Received"), "{stdout}");
+    assert!(
+        core.counters()
+            .dropped(DropReason::MissingMessageAuthenticator)
+            >= 1
+    );
+    assert_eq!(core.counters().handled, 0);
+}
