@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use crate::radius::{AUTHENTICATOR_LEN, Attribute, Code, Packet, RadiusError, attr};
 
 /// A RADIUS shared secret. Its `Debug` and `Display` never show the octets, so it cannot leak
-/// through logs or error messages.
-#[derive(Clone, PartialEq, Eq)]
+/// through logs or error messages. No `PartialEq`: nothing should compare secrets in
+/// variable time.
+#[derive(Clone)]
 pub struct Secret(Vec<u8>);
 
 impl Secret {
