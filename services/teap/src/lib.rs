@@ -6,4 +6,3 @@
 
 pub mod radius;
 pub mod radius_server;
-pub mod udp;

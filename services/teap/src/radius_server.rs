@@ -1,5 +1,5 @@
 //! Sans-IO RADIUS server core: datagram + source address + current time in, datagram to send
-//! (or a counted reason for silence) out. No sockets, no clock: the [`crate::udp`] shell (or a
+//! (or a counted reason for silence) out. No sockets, no clock: the [`udp`] shell (or a
 //! test) supplies both.
 //!
 //! What it enforces:
@@ -17,6 +17,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
+
+pub mod udp;
 
 use crate::radius::{AUTHENTICATOR_LEN, Attribute, Code, Packet, RadiusError, attr};
 

@@ -1,4 +1,4 @@
-//! The UDP RADIUS front ([`ragw_teap::udp::serve`] around [`ragw_teap::radius_server`]) against
+//! The UDP RADIUS front ([`ragw_teap::radius_server::udp::serve`] around [`ragw_teap::radius_server`]) against
 //! FreeRADIUS's `radclient`: an Access-Request with Message-Authenticator gets the placeholder
 //! Access-Reject, Status-Server gets Access-Accept, and a client using the wrong secret gets
 //! no answer at all. Skips loudly without radclient; fails under `RAGW_REQUIRE_PEERS=1`.
@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::thread;
 
+use ragw_teap::radius_server::udp::serve;
 use ragw_teap::radius_server::{
     CacheLimits, Client, ClientTable, DropReason, IpPrefix, NOT_IMPLEMENTED_MESSAGE, RadiusServer,
     RejectAll, Secret,
 };
-use ragw_teap::udp::serve;
 
 const SECRET: &str = "udp-interop-secret-23";
 

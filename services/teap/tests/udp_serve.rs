@@ -9,11 +9,11 @@ use std::thread;
 use std::time::Duration;
 
 use ragw_teap::radius::{AUTHENTICATOR_LEN, Attribute, Code, Packet, attr};
+use ragw_teap::radius_server::udp::serve;
 use ragw_teap::radius_server::{
     CacheLimits, Client, ClientTable, DropReason, Handled, Handler, IpPrefix, RadiusServer, Reply,
     RequestKey, Secret,
 };
-use ragw_teap::udp::serve;
 
 const SECRET: &[u8] = b"udp-serve-secret";
 

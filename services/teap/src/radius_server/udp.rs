@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
+use super::{Action, Handler, RadiusServer};
 use crate::radius::MAX_PACKET_LEN;
-use crate::radius_server::{Action, Handler, RadiusServer};
 
 /// Serve RADIUS on `socket` until `shutdown` resolves, then hand the core back (its counters
 /// and cache survive for inspection or a restart on another socket).
