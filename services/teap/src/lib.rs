@@ -1,9 +1,13 @@
 //! ragw's TEAP gateway (RFC 9930 carried over RADIUS).
 //!
 //! Sans-IO building blocks: bytes in, bytes out, no sockets or clocks. Today this crate holds
-//! only the RADIUS codec ([`radius`]); the EAP and TEAP state machines and the UDP/RadSec loop
-//! that drives them come next (issue 9). Nothing here is wired into the `ragw` binary yet.
+//! the RADIUS codec ([`radius`]), a RADIUS server core with a thin UDP shell
+//! ([`radius_server`]: client table, Message-Authenticator required, Status-Server,
+//! retransmission cache), and the EAP and TEAP TLV codecs ([`eap`], [`tlv`]). The TEAP state
+//! machine, RadSec and the registrar hookup come next (issue 9). Nothing here is wired into the
+//! `ragw` binary yet.
 
 pub mod eap;
 pub mod radius;
+pub mod radius_server;
 pub mod tlv;
