@@ -7,42 +7,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
+mod support;
+
 use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::thread;
 use std::time::Duration;
+
+use support::{find_program, run_radclient};
 
 use ragw_teap::radius::{
     Attribute, Code, Packet, RadiusError, attr, eap_message_attributes, mppe_key_attributes,
 };
 
 const SECRET: &str = "interop-secret-17";
-
-fn peers_required() -> bool {
-    std::env::var("RAGW_REQUIRE_PEERS").is_ok_and(|v| v == "1")
-}
-
-/// The path of `program`, or `None` after a loud notice; panics when peers are required.
-fn find_program(program: &str, package: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/sbin"].map(PathBuf::from));
-    if let Some(found) = dirs.iter().map(|d| d.join(program)).find(|p| p.is_file()) {
-        return Some(found);
-    }
-    if peers_required() {
-        panic!("RAGW_REQUIRE_PEERS=1 but `{program}` is not installed (apt-get install {package})");
-    }
-    let bar = "!".repeat(78);
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\n{bar}\n!!! SKIPPED: `{program}` is not installed (apt-get install {package}).\n\
-         !!! This interoperability test did NOT run. Set RAGW_REQUIRE_PEERS=1 to fail instead.\n{bar}\n"
-    );
-    None
-}
 
 /// An EAP-Response longer than one attribute, so radclient splits it and we reassemble it.
 fn long_eap_response() -> Vec<u8> {
@@ -81,34 +60,12 @@ where
     (port, handle)
 }
 
-fn radclient(radclient: &PathBuf, port: u16, request: &str) -> Output {
+fn radclient(radclient: &Path, port: u16, request: &str) -> Output {
     radclient_command(radclient, port, "auth", request)
 }
 
-fn radclient_command(radclient: &PathBuf, port: u16, command: &str, request: &str) -> Output {
-    let mut child = Command::new(radclient)
-        .args(["-x", "-r", "1", "-t", "3"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args([command, SECRET])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "radclient exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+fn radclient_command(radclient: &Path, port: u16, command: &str, request: &str) -> Output {
+    run_radclient(radclient, port, command, SECRET, 3, request)
 }
 
 /// `expect` is the reply code radclient must see to exit 0 (its `Response-Packet-Type`).

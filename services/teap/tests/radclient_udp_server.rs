@@ -5,10 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::path::Path;
+use std::process::Output;
 use std::thread;
+
+use support::{find_program, run_radclient};
 
 use ragw_teap::radius_server::udp::serve;
 use ragw_teap::radius_server::{
@@ -17,30 +20,6 @@ use ragw_teap::radius_server::{
 };
 
 const SECRET: &str = "udp-interop-secret-23";
-
-fn peers_required() -> bool {
-    std::env::var("RAGW_REQUIRE_PEERS").is_ok_and(|v| v == "1")
-}
-
-/// The path of `program`, or `None` after a loud notice; panics when peers are required.
-fn find_program(program: &str, package: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/sbin"].map(PathBuf::from));
-    if let Some(found) = dirs.iter().map(|d| d.join(program)).find(|p| p.is_file()) {
-        return Some(found);
-    }
-    if peers_required() {
-        panic!("RAGW_REQUIRE_PEERS=1 but `{program}` is not installed (apt-get install {package})");
-    }
-    let bar = "!".repeat(78);
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\n{bar}\n!!! SKIPPED: `{program}` is not installed (apt-get install {package}).\n\
-         !!! This interoperability test did NOT run. Set RAGW_REQUIRE_PEERS=1 to fail instead.\n{bar}\n"
-    );
-    None
-}
 
 /// A running server on 127.0.0.1:<port>; `stop` shuts it down and returns the core.
 struct RunningServer {
@@ -91,30 +70,8 @@ impl RunningServer {
     }
 }
 
-fn radclient(path: &PathBuf, port: u16, command: &str, secret: &str, request: &str) -> Output {
-    let mut child = Command::new(path)
-        .args(["-x", "-r", "1", "-t", "2"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args([command, secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "radclient exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+fn radclient(path: &Path, port: u16, command: &str, secret: &str, request: &str) -> Output {
+    run_radclient(path, port, command, secret, 2, request)
 }
 
 const AUTH_REQUEST: &str = "Response-Packet-Type = Access-Reject, User-Name = \"device-1\", \
