@@ -2,18 +2,14 @@
 //! job in the store; workers lease it next to order jobs, call the issuing CA's ACME
 //! `revokeCert`, and report the outcome here.
 
-use std::time::Duration;
-
 use ragw_domain::ErrorClass;
 use ragw_proto::registrar::v1 as pb;
 use ragw_runtime::identity::Role;
-use ragw_store::{FailOutcome, LeasedRevocation};
-use serde_json::json;
+use ragw_store::LeasedRevocation;
 use tonic::{Request, Response, Status};
 
 use crate::Registrar;
 use crate::auth::store_status;
-use crate::worker::{backoff, now_micros};
 
 /// The RFC 5280 CRLReason code for an operator's reason, restricted to the codes RFC 8555 CAs
 /// accept for revokeCert (0, 1, 3, 4, 5, 9): any other text revokes as `unspecified` (0), so a
@@ -109,26 +105,15 @@ impl Registrar {
                     req.serial_hex
                 ))
             })?;
-        let wait =
-            backoff(job.attempts).max(Duration::from_secs(u64::from(req.retry_after_seconds)));
-        let retry_at =
-            now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
-        let detail = if req.detail.is_empty() {
-            problem
-                .map(|p| p.detail.clone())
-                .unwrap_or_else(|| "the worker reported a failure".into())
-        } else {
-            req.detail.clone()
-        };
-        let outcome = FailOutcome {
-            retryable: req.retryable,
-            detail,
-            class: ErrorClass::InternalCaError,
-            retry_at,
-            max_attempts: self.settings.max_attempts,
-            acme_problem: problem
-                .map(|p| json!({"type": p.r#type, "detail": p.detail, "status": p.status})),
-        };
+        let outcome = crate::worker::failure_outcome(
+            job.attempts,
+            req.retry_after_seconds,
+            &req.detail,
+            problem,
+            req.retryable,
+            ErrorClass::InternalCaError,
+            self.settings.max_attempts,
+        );
         let after = self
             .store
             .fail_revocation(&req.serial_hex, &req.lease_token, &actor, outcome)

@@ -21,6 +21,37 @@ const MAX_CHAIN_LEN: usize = 8;
 const MAX_CERT_DER_LEN: usize = 16 * 1024;
 const MAX_TEXT: usize = 4096;
 
+/// How a worker's failure report (of an order or a revocation) is stored: retried after the
+/// attempt's backoff or the CA's Retry-After, whichever is longer.
+pub(crate) fn failure_outcome(
+    attempts: i64,
+    retry_after_seconds: u32,
+    detail: &str,
+    problem: Option<&pb::AcmeProblem>,
+    retryable: bool,
+    class: ErrorClass,
+    max_attempts: i64,
+) -> FailOutcome {
+    let wait = backoff(attempts).max(Duration::from_secs(u64::from(retry_after_seconds)));
+    let retry_at = now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
+    let detail = if detail.is_empty() {
+        problem
+            .map(|p| p.detail.clone())
+            .unwrap_or_else(|| "the worker reported a failure".into())
+    } else {
+        detail.to_string()
+    };
+    FailOutcome {
+        retryable,
+        detail,
+        class,
+        retry_at,
+        max_attempts,
+        acme_problem: problem
+            .map(|p| json!({"type": p.r#type, "detail": p.detail, "status": p.status})),
+    }
+}
+
 /// A worker's failure report (of an order or a revocation) keeps its texts bounded.
 pub(crate) fn check_failure_text(
     detail: &str,
@@ -480,26 +511,15 @@ impl pb::worker_service_server::WorkerService for Registrar {
             .ok_or_else(|| {
                 Status::not_found(format!("enrollment {} not found", req.enrollment_id))
             })?;
-        let wait = backoff(enrollment.attempts)
-            .max(Duration::from_secs(u64::from(req.retry_after_seconds)));
-        let retry_at =
-            now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
-        let detail = if req.detail.is_empty() {
-            problem
-                .map(|p| p.detail.clone())
-                .unwrap_or_else(|| "the worker reported a failure".into())
-        } else {
-            req.detail.clone()
-        };
-        let outcome = FailOutcome {
-            retryable: req.retryable,
-            detail,
+        let outcome = failure_outcome(
+            enrollment.attempts,
+            req.retry_after_seconds,
+            &req.detail,
+            problem,
+            req.retryable,
             class,
-            retry_at,
-            max_attempts: self.settings.max_attempts,
-            acme_problem: problem
-                .map(|p| json!({"type": p.r#type, "detail": p.detail, "status": p.status})),
-        };
+            self.settings.max_attempts,
+        );
         let e = self
             .store
             .fail(&req.enrollment_id, &req.lease_token, &actor, outcome)
