@@ -200,7 +200,7 @@ impl Gateway {
     pub fn new(config: EstConfig) -> Result<Gateway, GatewayError> {
         config.validate().map_err(|e| GatewayError(e.to_string()))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifiers = CertVerifiers::new(&config, &provider).map_err(GatewayError)?;
+        let verifiers = crate::auth::cert_verifiers(&config, &provider).map_err(GatewayError)?;
         let mut cacerts = Vec::with_capacity(config.labels.len());
         for l in &config.labels {
             cacerts.push(if l.cacerts.is_empty() {
