@@ -226,9 +226,46 @@ pub struct RecordRefusalRequest {
     /// EST operation or TEAP step.
     #[prost(string, tag = "7")]
     pub operation: ::prost::alloc::string::String,
+    /// TEAP: the NAS the request came through (configured client name, NAS-Identifier, NAS-IP-Address).
+    #[prost(string, tag = "8")]
+    pub nas: ::prost::alloc::string::String,
+    /// TEAP: Calling-Station-Id (the device's MAC address as the NAS reports it).
+    #[prost(string, tag = "9")]
+    pub calling_station_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RecordRefusalResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecordAccessRequest {
+    #[prost(enumeration = "Protocol", tag = "1")]
+    pub protocol: i32,
+    /// TEAP label (realm) the device authenticated under.
+    #[prost(string, tag = "2")]
+    pub label: ::prost::alloc::string::String,
+    /// The device as the gateway authenticated it; empty when it authenticated with the
+    /// certificate ragw issued to it.
+    #[prost(message, optional, tag = "3")]
+    pub device: ::core::option::Option<DeviceIdentity>,
+    /// The outer EAP identity (not authenticated).
+    #[prost(string, tag = "4")]
+    pub outer_identity: ::prost::alloc::string::String,
+    /// The RADIUS client's source address.
+    #[prost(string, tag = "5")]
+    pub client_address: ::prost::alloc::string::String,
+    /// Configured client name, NAS-Identifier, NAS-IP-Address.
+    #[prost(string, tag = "6")]
+    pub nas: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub calling_station_id: ::prost::alloc::string::String,
+    /// How the device authenticated and what it got (e.g. "IDevID; certificate issued").
+    #[prost(string, tag = "8")]
+    pub reason: ::prost::alloc::string::String,
+    /// The enrollment that issued a certificate in this exchange, if any.
+    #[prost(string, tag = "9")]
+    pub enrollment_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecordAccessResponse {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetAssignmentRequest {
     /// The device as the gateway authenticated it; empty when it authenticated only with the
@@ -518,6 +555,37 @@ pub mod enrollment_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Network access a gateway granted on its own authority (TEAP Access-Accept), so the audit
+        /// log holds every accept with the NAS and station, as it holds every refusal.
+        pub async fn record_access(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RecordAccessRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RecordAccessResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ragw.registrar.v1.EnrollmentService/RecordAccess",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ragw.registrar.v1.EnrollmentService",
+                        "RecordAccess",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// The CA certificates above the devices' certificates of a profile (intermediates, then the
         /// root when the upstream sends it), as the upstream CA returned them with the newest
         /// certificate issued for that profile. Empty until the first one is issued. For EST
@@ -588,6 +656,15 @@ pub mod enrollment_service_server {
             request: tonic::Request<super::RecordRefusalRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RecordRefusalResponse>,
+            tonic::Status,
+        >;
+        /// Network access a gateway granted on its own authority (TEAP Access-Accept), so the audit
+        /// log holds every accept with the NAS and station, as it holds every refusal.
+        async fn record_access(
+            &self,
+            request: tonic::Request<super::RecordAccessRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RecordAccessResponse>,
             tonic::Status,
         >;
         /// The CA certificates above the devices' certificates of a profile (intermediates, then the
@@ -890,6 +967,52 @@ pub mod enrollment_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RecordRefusalSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ragw.registrar.v1.EnrollmentService/RecordAccess" => {
+                    #[allow(non_camel_case_types)]
+                    struct RecordAccessSvc<T: EnrollmentService>(pub Arc<T>);
+                    impl<
+                        T: EnrollmentService,
+                    > tonic::server::UnaryService<super::RecordAccessRequest>
+                    for RecordAccessSvc<T> {
+                        type Response = super::RecordAccessResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RecordAccessRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as EnrollmentService>::record_access(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RecordAccessSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -441,6 +441,7 @@ fn record_refusal_summary(inner: &Arc<Inner>, summary: &RefusalSummary) {
             summary.interval.as_secs()
         ),
         operation: "refusal_summary".to_string(),
+        ..Default::default()
     };
     let mut registrar = EnrollmentServiceClient::new(inner.registrar.clone());
     tokio::spawn(async move {
@@ -486,6 +487,7 @@ fn record_refusal(
             .take(512)
             .collect(),
         operation: operation.to_string(),
+        ..Default::default()
     };
     let mut registrar = EnrollmentServiceClient::new(inner.registrar.clone());
     tokio::spawn(async move {

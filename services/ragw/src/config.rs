@@ -26,6 +26,8 @@ pub struct Config {
     pub ca: Option<ragw_acme_ca::CaConfig>,
     /// The EST gateway (`ragw run --target est`).
     pub est: Option<ragw_est::EstSection>,
+    /// The TEAP gateway (`ragw run --target teap`).
+    pub teap: Option<ragw_teap::config::TeapSection>,
     /// The ACME worker (`ragw run --target worker`).
     pub worker: Option<ragw_acme_worker::job::WorkerConfig>,
     /// How the worker publishes dns-01 records.
@@ -253,6 +255,7 @@ mod tests {
                 !cfg.profiles.is_empty()
                     || cfg.ca.is_some()
                     || cfg.est.is_some()
+                    || cfg.teap.is_some()
                     || cfg.worker.is_some(),
                 "{} configures no component",
                 path.display()
@@ -266,6 +269,21 @@ mod tests {
                 assert_eq!(limits.failed_authentications_per_second, 20);
                 assert_eq!(limits.user_failure_max_delay_seconds, 300);
                 assert_eq!(limits.refusal_audit_per_source, 10);
+            }
+            if path.ends_with("teap.toml") {
+                let teap = cfg.teap.as_ref().unwrap();
+                assert_eq!(teap.limits.enrollment_hold_seconds, 20);
+                assert_eq!(teap.clients.len(), 2);
+                assert!(
+                    teap.clients
+                        .values()
+                        .all(|c| c.secret_file.is_some() != c.secret_env.is_some())
+                );
+                let iot = &teap.labels["iot"];
+                assert_eq!(
+                    iot.provisioning.certificate,
+                    ragw_teap::config::CertificateProvisioning::Required
+                );
             }
             if path.ends_with("registrar.toml") {
                 assert_eq!(cfg.registrar.crl_poll_interval_seconds, Some(300));
@@ -298,6 +316,23 @@ mod tests {
         std::fs::write(&file, "[store]\nbakend = \"postgres\"\n").unwrap();
         let err = ragw_runtime::config::load::<Config>(Some(&file), Vec::new()).unwrap_err();
         assert!(err.to_string().contains("bakend"), "{err}");
+
+        // [teap] follows the same rules: a client's secret source set from the environment.
+        std::fs::write(&file, "[teap.clients.nas1]\naddress = \"192.0.2.10\"\n").unwrap();
+        let env = vec![(
+            "RAGW_TEAP__CLIENTS__NAS1__SECRET_ENV".to_string(),
+            "NAS1_SECRET".to_string(),
+        )];
+        let cfg: Config = ragw_runtime::config::load(Some(&file), env).unwrap();
+        let nas1 = &cfg.teap.as_ref().unwrap().clients["nas1"];
+        assert_eq!(nas1.secret_env.as_deref(), Some("NAS1_SECRET"));
+        std::fs::write(
+            &file,
+            "[teap.clients.nas1]\naddress = \"192.0.2.10\"\nsecret = \"testing123\"\n",
+        )
+        .unwrap();
+        let err = ragw_runtime::config::load::<Config>(Some(&file), Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("secret"), "{err}");
 
         let env = vec![("RAGW_REGISTRAR__MAX_ATEMPTS".to_string(), "3".to_string())];
         let err = ragw_runtime::config::load::<Config>(None, env).unwrap_err();

@@ -438,10 +438,52 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
                 "status": req.status,
                 "reason": clip(&req.reason, 512),
                 "operation": clip(&req.operation, 32),
+                "nas": clip(&req.nas, 128),
+                "calling_station_id": clip(&req.calling_station_id, 64),
             }));
         self.store.append_audit(draft).await.map_err(store_status)?;
         self.metrics.rpc("RecordRefusal", "ok");
         Ok(Response::new(pb::RecordRefusalResponse {}))
+    }
+
+    async fn record_access(
+        &self,
+        request: Request<pb::RecordAccessRequest>,
+    ) -> Result<Response<pb::RecordAccessResponse>, Status> {
+        let caller = self
+            .authorize(&request, "RecordAccess", &[Role::Gateway])
+            .await?;
+        let req = request.into_inner();
+        let clip = |s: &str, n: usize| -> String {
+            s.chars().filter(|c| !c.is_control()).take(n).collect()
+        };
+        let protocol = protocol_from_pb(req.protocol)
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        // The gateway authenticated the device; a malformed identity is recorded as such rather
+        // than losing the accept from the log.
+        let device = match req.device.as_ref() {
+            None => String::new(),
+            Some(d) => match identity_from_pb("device", Some(d)) {
+                Ok(id) => id.to_string(),
+                Err(e) => format!("invalid ({})", clip(&e, 128)),
+            },
+        };
+        let draft =
+            ragw_domain::AuditDraft::new(caller.actor(), "gateway.access_granted").details(json!({
+                "protocol": protocol,
+                "label": clip(&req.label, 64),
+                "device": device,
+                "outer_identity": clip(&req.outer_identity, 128),
+                "client_address": clip(&req.client_address, 64),
+                "nas": clip(&req.nas, 128),
+                "calling_station_id": clip(&req.calling_station_id, 64),
+                "reason": clip(&req.reason, 512),
+                "enrollment_id": clip(&req.enrollment_id, 64),
+            }));
+        self.store.append_audit(draft).await.map_err(store_status)?;
+        self.metrics.rpc("RecordAccess", "ok");
+        Ok(Response::new(pb::RecordAccessResponse {}))
     }
 
     async fn get_ca_certificates(

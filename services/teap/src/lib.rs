@@ -7,6 +7,7 @@
 //! machine, RadSec and the registrar hookup come next (issue 9). Nothing here is wired into the
 //! `ragw` binary yet.
 
+pub mod config;
 pub mod eap;
 pub mod radius;
 pub mod radius_server;

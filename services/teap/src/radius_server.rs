@@ -188,11 +188,16 @@ pub struct Reply {
 }
 
 /// The handler's answer: now, or later through [`RadiusServer::complete`] (for work that waits
-/// on another service). While deferred, duplicates of the request are dropped.
+/// on another service; the [`udp`] shell completes what a handler sends to its
+/// [`udp::Completer`]). While deferred, duplicates of the request are dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
     Reply(Reply),
     Deferred,
+    /// No answer at all (the handler's protocol says to drop this request silently, e.g. an EAP
+    /// packet for a conversation step already being worked on). Not cached: a retransmission
+    /// reaches the handler again.
+    Discard,
 }
 
 /// Identifies one request: source address and port, identifier, Request Authenticator.
@@ -237,6 +242,8 @@ pub enum DropReason {
     UnsupportedCode,
     DuplicateInProgress,
     ResponseEncodingFailed,
+    /// The handler chose silence ([`Handled::Discard`]).
+    DiscardedByHandler,
 }
 
 /// What the caller should do with a datagram.
@@ -390,6 +397,7 @@ impl<H: Handler> RadiusServer<H> {
                     self.drop(DropReason::ResponseEncodingFailed)
                 }
             },
+            Handled::Discard => self.drop(DropReason::DiscardedByHandler),
             Handled::Deferred => {
                 self.remember(
                     key,

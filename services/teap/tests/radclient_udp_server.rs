@@ -13,7 +13,7 @@ use std::thread;
 
 use support::{find_program, run_radclient};
 
-use ragw_teap::radius_server::udp::serve;
+use ragw_teap::radius_server::udp::{completion_channel, serve};
 use ragw_teap::radius_server::{
     CacheLimits, Client, ClientTable, DropReason, IpPrefix, NOT_IMPLEMENTED_MESSAGE, RadiusServer,
     RejectAll, Secret,
@@ -49,7 +49,9 @@ impl RunningServer {
             runtime.block_on(async move {
                 let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
                 port_tx.send(socket.local_addr().unwrap().port()).unwrap();
-                serve(socket, core, async {
+                // RejectAll never defers: the completion channel stays empty.
+                let (_completer, completions) = completion_channel();
+                serve(socket, core, completions, async {
                     let _ = shutdown_rx.await;
                 })
                 .await
