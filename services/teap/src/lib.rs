@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod eap;
+pub mod gateway;
 pub mod radius;
 pub mod radius_server;
 pub mod tlv;
