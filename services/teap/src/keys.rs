@@ -13,9 +13,9 @@
 //! ```
 //!
 //! Two chains run side by side, one fed by inner MSKs and one by inner EMSKs. A round whose
-//! method gives no EMSK leaves the EMSK chain as it was (RFC 9930 §6.2.1, "IMCK_EMSK[j] =
-//! IMCK_EMSK[j-1]"). The final keys come from the EMSK chain when the peer's Crypto-Binding
-//! carried an EMSK Compound-MAC, otherwise from the MSK chain.
+//! method gives no EMSK leaves the EMSK chain as it was (RFC 9930 "Unintended Side Effects":
+//! "IMCK_EMSK[j] = IMCK_EMSK[j-1]"). The final keys come from the EMSK chain when the peer's
+//! Crypto-Binding carried an EMSK Compound-MAC, otherwise from the MSK chain.
 //!
 //! Sans-IO and allocation-free: the caller runs TLS and passes the exported seed in. No key
 //! material reaches `Debug` output or logs.
@@ -28,7 +28,8 @@ use zeroize::Zeroize;
 use crate::eap::method;
 use crate::tlv::CryptoBinding;
 
-/// TLS exporter label for the session_key_seed (RFC 9930 §6.1); export with no context.
+/// TLS exporter label for the session_key_seed (RFC 9930 "TEAP Authentication Phase 1: Key
+/// Derivations"); export it with no context.
 pub const SESSION_KEY_SEED_LABEL: &[u8] = b"EXPORTER: teap session key seed";
 /// Length of the exported session_key_seed, which is S-IMCK[0].
 pub const SESSION_KEY_SEED_LEN: usize = 40;
@@ -66,7 +67,8 @@ impl PrfHash {
     pub fn for_cipher_suite(suite: u16) -> Option<PrfHash> {
         match suite {
             // TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            // TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            // TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            // TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
             0xc02b | 0xc02f | 0xcca8 | 0xcca9 => Some(PrfHash::Sha256),
             // TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
             0xc02c | 0xc030 => Some(PrfHash::Sha384),
@@ -348,7 +350,8 @@ impl KeySchedule {
     /// The Compound-MACs over `binding` (its MAC fields are ignored: the input has them
     /// zeroed, its Flags are used as they are). `server_outer_tlvs` / `peer_outer_tlvs`: all
     /// Outer TLVs of the first server / first peer TEAP message, in the order sent. The EMSK
-    /// MAC is computed only when the current round gave an EMSK (RFC 9930 §6.2.1).
+    /// MAC is computed only when the current round gave an EMSK (RFC 9930 "Unintended Side
+    /// Effects").
     pub fn compound_macs(
         &self,
         binding: &CryptoBinding,
@@ -449,7 +452,7 @@ impl KeySchedule {
     /// peer's Crypto-Binding carried an EMSK MAC, see
     /// [`binding_uses_emsk_chain`](Self::binding_uses_emsk_chain)) or of the MSK chain. The EMSK
     /// chain is only taken when some round gave an EMSK. With no rounds both chains are the
-    /// session_key_seed (RFC 9930 §6.4).
+    /// session_key_seed (RFC 9930 "EAP Master Session Key Generation").
     pub fn session_keys(&self, use_emsk_chain: bool) -> SessionKeys {
         let chain = if use_emsk_chain && self.emsk_chain.cmk.is_some() {
             &self.emsk_chain

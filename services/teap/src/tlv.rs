@@ -224,7 +224,7 @@ impl CryptoBinding {
     }
 
     /// The whole TLV (mandatory header, Length 76, value) with both Compound-MAC fields
-    /// zeroed: the first part of the Compound-MAC input (RFC 9930 §6.3).
+    /// zeroed: the first part of the Compound-MAC input (RFC 9930 "Computing the Compound-MAC").
     pub fn tlv_with_macs_zeroed(&self) -> [u8; 4 + CRYPTO_BINDING_VALUE_LEN] {
         let mut out = [0; 4 + CRYPTO_BINDING_VALUE_LEN];
         let [type_hi, type_lo] = (tlv_type::CRYPTO_BINDING | MANDATORY).to_be_bytes();
