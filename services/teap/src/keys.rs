@@ -14,7 +14,7 @@
 //!
 //! Two chains run side by side, one fed by inner MSKs and one by inner EMSKs. A round whose
 //! method gives no EMSK leaves the EMSK chain as it was (RFC 9930 "Unintended Side Effects":
-//! "IMCK_EMSK[j] = IMCK_EMSK[j-1]"). The final keys come from the EMSK chain when the peer's
+//! "`IMCK_EMSK[j] = IMCK_EMSK[j-1]`"). The final keys come from the EMSK chain when the peer's
 //! Crypto-Binding carried an EMSK Compound-MAC, otherwise from the MSK chain.
 //!
 //! Sans-IO and allocation-free: the caller runs TLS and passes the exported seed in. No key
@@ -31,13 +31,13 @@ use crate::tlv::CryptoBinding;
 /// TLS exporter label for the session_key_seed (RFC 9930 "TEAP Authentication Phase 1: Key
 /// Derivations"); export it with no context.
 pub const SESSION_KEY_SEED_LABEL: &[u8] = b"EXPORTER: teap session key seed";
-/// Length of the exported session_key_seed, which is S-IMCK[0].
+/// Length of the exported session_key_seed, which is `S-IMCK[0]`.
 pub const SESSION_KEY_SEED_LEN: usize = 40;
 /// Length of an Inner Method Session Key.
 pub const IMSK_LEN: usize = 32;
-/// Length of S-IMCK[j].
+/// Length of `S-IMCK[j]`.
 pub const S_IMCK_LEN: usize = 40;
-/// Length of CMK[j].
+/// Length of `CMK[j]`.
 pub const CMK_LEN: usize = 20;
 /// Length of a Compound-MAC field in the Crypto-Binding TLV.
 pub const COMPOUND_MAC_LEN: usize = 20;
@@ -258,7 +258,7 @@ impl std::fmt::Debug for KeySchedule {
 }
 
 impl KeySchedule {
-    /// S-IMCK[0] = session_key_seed for both chains.
+    /// `S-IMCK[0] = session_key_seed` for both chains.
     pub fn new(hash: PrfHash, session_key_seed: &[u8; SESSION_KEY_SEED_LEN]) -> KeySchedule {
         KeySchedule {
             hash,
@@ -448,7 +448,7 @@ impl KeySchedule {
         peer_binding.flags & CryptoBinding::FLAG_EMSK != 0 && self.emsk_chain.cmk.is_some()
     }
 
-    /// The TEAP MSK and EMSK from S-IMCK[n] of the EMSK chain (`use_emsk_chain`, when the
+    /// The TEAP MSK and EMSK from `S-IMCK[n]` of the EMSK chain (`use_emsk_chain`, when the
     /// peer's Crypto-Binding carried an EMSK MAC, see
     /// [`binding_uses_emsk_chain`](Self::binding_uses_emsk_chain)) or of the MSK chain. The EMSK
     /// chain is only taken when some round gave an EMSK. With no rounds both chains are the
