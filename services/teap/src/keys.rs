@@ -164,8 +164,9 @@ pub enum KeyError {
     MskMacMismatch,
 }
 
-/// The Compound-MACs over one Crypto-Binding TLV.
-#[derive(Clone, PartialEq, Eq)]
+/// The Compound-MACs over one Crypto-Binding TLV. No `PartialEq`: compare received MACs
+/// with [`KeySchedule::verify`], which is constant time.
+#[derive(Clone)]
 pub struct CompoundMacs {
     /// Present when the current round's inner method gave an EMSK.
     pub emsk: Option<[u8; COMPOUND_MAC_LEN]>,
