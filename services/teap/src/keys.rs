@@ -211,11 +211,14 @@ struct Chain {
 }
 
 impl Chain {
-    fn advance(&mut self, hash: PrfHash, imsk: &[u8; IMSK_LEN]) {
+    /// IMCK[j] from `imsk`; `keep_s_imck` takes only CMK[j] from it (a round without keys).
+    fn advance(&mut self, hash: PrfHash, imsk: &[u8; IMSK_LEN], keep_s_imck: bool) {
         let mut imck = [0; IMCK_LEN];
         tls12_prf(hash, &self.s_imck, IMCK_LABEL, imsk, &mut imck);
         let (s_imck, cmk) = imck.split_at(S_IMCK_LEN);
-        self.s_imck.copy_from_slice(s_imck);
+        if !keep_s_imck {
+            self.s_imck.copy_from_slice(s_imck);
+        }
         let mut new_cmk = [0; CMK_LEN];
         new_cmk.copy_from_slice(cmk);
         if let Some(old) = self.cmk.as_mut() {
@@ -237,7 +240,8 @@ impl Drop for Chain {
 
 /// The TEAP key schedule of one conversation, both chains. Create it once the tunnel is up
 /// with the exported session_key_seed, call [`next_round`](Self::next_round) after each
-/// successful inner method (or once with `(None, None)` when there is none, as hostap does),
+/// successful inner method (or once with `(None, None)` when there is none, as hostap does:
+/// the Crypto-Binding then has a CMK and the keys still come from the session_key_seed),
 /// then sign/verify the Crypto-Binding and take the [`SessionKeys`].
 pub struct KeySchedule {
     hash: PrfHash,
@@ -293,10 +297,19 @@ impl KeySchedule {
     }
 
     /// One successful inner method, round j. The MSK chain takes the method's MSK truncated or
-    /// zero-padded to 32 octets (32 zero octets for `None`, as with Basic-Password-Auth or no
-    /// inner method); the EMSK chain advances only when the method gave a non-empty EMSK.
+    /// zero-padded to 32 octets; the EMSK chain advances only when the method gave an EMSK.
+    /// Empty keys count as absent.
+    ///
+    /// `(None, None)` (no inner method, Basic-Password-Auth) is a binding-only round: CMK[j]
+    /// comes from the all-zero IMSK but S-IMCK stays as it was, so when no method made keys the
+    /// MSK/EMSK are "generated directly from the session_key_seed" (RFC 9930, "EAP Master
+    /// Session Key Generation"). hostap 2.10's server and peer do exactly this (its traces: CMK
+    /// from the zero-IMSK IMCK, MSK from S-IMCK[0]); FreeRADIUS 3.2 instead advances S-IMCK
+    /// with the zero IMSK, which only the Crypto-Binding (same CMK) would not notice.
     pub fn next_round(&mut self, inner_msk: Option<&[u8]>, inner_emsk: Option<&[u8]>) {
         let hash = self.hash;
+        let inner_msk = inner_msk.filter(|msk| !msk.is_empty());
+        let inner_emsk = inner_emsk.filter(|emsk| !emsk.is_empty());
         let mut msk_imsk = [0; IMSK_LEN];
         if let Some(msk) = inner_msk {
             msk_imsk
@@ -304,11 +317,12 @@ impl KeySchedule {
                 .zip(msk)
                 .for_each(|(imsk_octet, msk_octet)| *imsk_octet = *msk_octet);
         }
-        self.msk_chain.advance(hash, &msk_imsk);
+        let binding_only = inner_msk.is_none() && inner_emsk.is_none();
+        self.msk_chain.advance(hash, &msk_imsk, binding_only);
         msk_imsk.zeroize();
 
         self.emsk_in_current_round = false;
-        if let Some(emsk) = inner_emsk.filter(|emsk| !emsk.is_empty()) {
+        if let Some(emsk) = inner_emsk {
             let mut emsk_imsk = [0; IMSK_LEN];
             tls12_prf(
                 hash,
@@ -317,7 +331,7 @@ impl KeySchedule {
                 TEAP_BINDKEY_SEED,
                 &mut emsk_imsk,
             );
-            self.emsk_chain.advance(hash, &emsk_imsk);
+            self.emsk_chain.advance(hash, &emsk_imsk, false);
             emsk_imsk.zeroize();
             self.emsk_in_current_round = true;
         }

@@ -3,6 +3,8 @@ use crate::tlv::{Limits, Tlv, parse_tlvs};
 
 /// Made by `tests/vectors/teap_keys.py`, an independent Python derivation from the RFCs.
 const VECTORS: &str = include_str!("../../tests/vectors/teap_keys.txt");
+/// Made by `tests/vectors/hostap_traces.py` from real hostap 2.10 eapol_test <-> hostapd runs.
+const HOSTAP_TRACES: &str = include_str!("../../tests/vectors/hostap_traces.txt");
 
 fn hex(text: &str) -> Vec<u8> {
     let text = text.trim();
@@ -53,8 +55,12 @@ impl Section {
 }
 
 fn sections(kind: &str) -> Vec<Section> {
+    sections_in(VECTORS, kind)
+}
+
+fn sections_in(text: &str, kind: &str) -> Vec<Section> {
     let mut out: Vec<Section> = Vec::new();
-    for line in VECTORS.lines() {
+    for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -433,7 +439,7 @@ fn msk_of_any_length_is_truncated_or_zero_padded_and_empty_emsk_is_none() {
         imsk
     };
     let msk: Vec<u8> = (0..=200u8).collect();
-    for len in 0..msk.len() {
+    for len in 1..msk.len() {
         let mut with_msk = KeySchedule::new(PrfHash::Sha256, &[1; 40]);
         with_msk.next_round(Some(&msk[..len]), Some(&[]));
         assert!(!with_msk.emsk_in_current_round());
@@ -447,8 +453,15 @@ fn msk_of_any_length_is_truncated_or_zero_padded_and_empty_emsk_is_none() {
     let mut none = KeySchedule::new(PrfHash::Sha256, &[1; 40]);
     none.next_round(None, None);
     let mut empty = KeySchedule::new(PrfHash::Sha256, &[1; 40]);
-    empty.next_round(Some(&[]), None);
+    empty.next_round(Some(&[]), Some(&[]));
     assert_eq!(none.msk_chain.cmk, empty.msk_chain.cmk);
+    assert_eq!(none.msk_chain.s_imck, empty.msk_chain.s_imck);
+    // A keyless round keeps S-IMCK, a zero-padded MSK of zeros advances it.
+    assert_eq!(none.msk_chain.s_imck, [1; 40]);
+    let mut zeros = KeySchedule::new(PrfHash::Sha256, &[1; 40]);
+    zeros.next_round(Some(&[0; 32]), None);
+    assert_eq!(zeros.msk_chain.cmk, none.msk_chain.cmk);
+    assert_ne!(zeros.msk_chain.s_imck, none.msk_chain.s_imck);
 }
 
 #[test]
@@ -531,4 +544,56 @@ fn zeroed_tlv_matches_the_tlv_encoder_with_zero_macs() {
         &encoded[..8],
         &[0x80, 0x0c, 0x00, 0x4c, 0x00, 0x01, 0x01, 0x31]
     );
+}
+
+#[test]
+fn key_schedule_interoperates_with_hostap_traces() {
+    let traces = sections_in(HOSTAP_TRACES, "trace");
+    assert!(traces.len() >= 4, "expected the four hostap cases");
+    for trace in traces {
+        let name = &trace.name;
+        let suite = u16::from_str_radix(trace.raw("cipher_suite"), 16).expect("suite");
+        let hash = PrfHash::for_cipher_suite(suite).expect("a TLS 1.2 suite");
+        let server_outer = trace.bytes("server_outer_tlvs");
+        let peer_outer = trace.bytes("peer_outer_tlvs");
+        let mut schedule = KeySchedule::new(hash, &seed_of(&trace));
+        let inner_msk = trace.optional("inner_msk");
+        let inner_emsk = trace.optional("inner_emsk");
+        schedule.next_round(inner_msk.as_deref(), inner_emsk.as_deref());
+
+        let request_tlv = trace.bytes("request_binding_tlv");
+        let request = binding_from_tlv(&request_tlv);
+        schedule
+            .verify(&request, &server_outer, &peer_outer)
+            .unwrap_or_else(|e| panic!("{name}: hostapd's request binding: {e}"));
+        let mut ours = CryptoBinding {
+            flags: 0,
+            emsk_compound_mac: [0; 20],
+            msk_compound_mac: [0; 20],
+            ..request.clone()
+        };
+        schedule
+            .sign_binding(&mut ours, &server_outer, &peer_outer)
+            .expect("sign");
+        assert_eq!(
+            Tlv::CryptoBinding(ours).encode().expect("encode"),
+            request_tlv,
+            "{name}: our request binding differs from hostapd's"
+        );
+
+        let mut response = binding_from_tlv(&trace.bytes("response_binding_tlv"));
+        schedule
+            .verify(&response, &server_outer, &peer_outer)
+            .unwrap_or_else(|e| panic!("{name}: eapol_test's response binding: {e}"));
+        let keys = schedule.session_keys(schedule.binding_uses_emsk_chain(&response));
+        assert_eq!(to_hex(&keys.msk), trace.raw("msk"), "{name} MSK");
+        assert_eq!(to_hex(&keys.emsk), trace.raw("emsk"), "{name} EMSK");
+
+        response.nonce[31] ^= 0x01;
+        assert!(
+            schedule
+                .verify(&response, &server_outer, &peer_outer)
+                .is_err()
+        );
+    }
 }

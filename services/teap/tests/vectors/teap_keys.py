@@ -11,6 +11,10 @@ Written from the specifications, not from the Rust code:
       IMCK[j]   = first 60 octets of PRF(S-IMCK[j-1], "Inner Methods Compound Keys", IMSK[j])
       S-IMCK[j] = IMCK[j][0:40], CMK[j] = IMCK[j][40:60]
       two chains (MSK-based and EMSK-based); a round without EMSK leaves the EMSK chain unchanged
+      a round with neither MSK nor EMSK (no inner method, Basic-Password-Auth) takes its CMK
+      from the zero-IMSK IMCK but leaves S-IMCK as it was, so with no key-generating method
+      "the MSK and EMSK will be generated directly from the session_key_seed" (RFC 9930,
+      "EAP Master Session Key Generation"); hostap 2.10's peer and server do exactly this
       Compound-MAC = first 20 octets of HMAC(CMK[n], CB TLV with both MACs zeroed | 0x37
                                               | server outer TLVs | peer outer TLVs)
       MSK  = first 64 octets of PRF(S-IMCK[n], "Session Key Generating Function", "")
@@ -99,7 +103,10 @@ def emit_case(name, hash_name, rounds, server_outer, peer_outer):
     cmk_emsk = None
     for j, (msk, emsk) in enumerate(rounds, start=1):
         msk_imsk, emsk_imsk = imsk_from(msk, emsk, hash_name)
-        s_imck_msk, cmk_msk = imck(hash_name, s_imck_msk, msk_imsk)
+        if msk is None and emsk is None:
+            _, cmk_msk = imck(hash_name, s_imck_msk, msk_imsk)
+        else:
+            s_imck_msk, cmk_msk = imck(hash_name, s_imck_msk, msk_imsk)
         if emsk_imsk is not None:
             s_imck_emsk, cmk_emsk = imck(hash_name, s_imck_emsk, emsk_imsk)
         flags = 3 if emsk is not None else 2
