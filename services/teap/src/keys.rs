@@ -300,12 +300,13 @@ impl KeySchedule {
     /// zero-padded to 32 octets; the EMSK chain advances only when the method gave an EMSK.
     /// Empty keys count as absent.
     ///
-    /// `(None, None)` (no inner method, Basic-Password-Auth) is a binding-only round: CMK[j]
+    /// `(None, None)` (no inner method, Basic-Password-Auth) is a binding-only round: `CMK[j]`
     /// comes from the all-zero IMSK but S-IMCK stays as it was, so when no method made keys the
     /// MSK/EMSK are "generated directly from the session_key_seed" (RFC 9930, "EAP Master
     /// Session Key Generation"). hostap 2.10's server and peer do exactly this (its traces: CMK
-    /// from the zero-IMSK IMCK, MSK from S-IMCK[0]); FreeRADIUS 3.2 instead advances S-IMCK
-    /// with the zero IMSK, which only the Crypto-Binding (same CMK) would not notice.
+    /// from the zero-IMSK IMCK, MSK from `S-IMCK[0]`). FreeRADIUS 3.2 instead advances S-IMCK
+    /// with the zero IMSK; the Crypto-Binding cannot tell the two apart (same CMK), only the
+    /// MSK differs.
     pub fn next_round(&mut self, inner_msk: Option<&[u8]>, inner_emsk: Option<&[u8]>) {
         let hash = self.hash;
         let inner_msk = inner_msk.filter(|msk| !msk.is_empty());
@@ -466,7 +467,9 @@ impl KeySchedule {
     /// The TEAP MSK and EMSK from `S-IMCK[n]` of the EMSK chain (`use_emsk_chain`, when the
     /// peer's Crypto-Binding carried an EMSK MAC, see
     /// [`binding_uses_emsk_chain`](Self::binding_uses_emsk_chain)) or of the MSK chain. The EMSK
-    /// chain is only taken when some round gave an EMSK. With no rounds both chains are the
+    /// chain is only taken when some round gave an EMSK. hostap 2.10 always takes the MSK
+    /// chain, which differs only after an inner method with an EMSK. With no rounds both
+    /// chains are the
     /// session_key_seed (RFC 9930 "EAP Master Session Key Generation").
     pub fn session_keys(&self, use_emsk_chain: bool) -> SessionKeys {
         let chain = if use_emsk_chain && self.emsk_chain.cmk.is_some() {
