@@ -9,8 +9,6 @@
 //! `ragw` binary yet.
 
 pub mod eap;
-// Stand-in for helper K's `keys.rs` (branch wt-keys) until that is merged.
-#[path = "keys_stub.rs"]
 pub mod keys;
 pub mod radius;
 pub mod radius_server;

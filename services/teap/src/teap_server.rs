@@ -38,9 +38,12 @@
 //!   - The peer's Crypto-Binding(Response) is checked (version, received version, sub-type,
 //!     nonce, Compound-MAC) before any Result it carries; Result(Success) then ends in
 //!     EAP-Success with the keys.
-//! - Key rounds: no inner EAP method is offered, so every Crypto-Binding Request starts one
-//!   IMCK round with an all-zero IMSK (as hostap does for no inner method and for
-//!   Basic-Password-Auth); the MSK/EMSK come from the last round's S-IMCK.
+//! - Key rounds: no inner EAP method is offered, so every Crypto-Binding Request first runs
+//!   a binding-only round, [`KeySchedule::next_round`]`(None, None)` (all-zero IMSK, as hostap
+//!   does with no inner method and with Basic-Password-Auth); see [`crate::keys`] for where
+//!   the MSK/EMSK then come from. The session_key_seed is the TLS exporter output for
+//!   [`keys::SESSION_KEY_SEED_LABEL`] (no context, 40 octets), the PRF hash that of the
+//!   negotiated suite.
 //! - Failures inside the tunnel are protected: Result(Failure) + Error TLV (2001 for a bad
 //!   Crypto-Binding, 2002 for unexpected or malformed TLVs and PAC TLVs), the peer's answer,
 //!   then EAP-Failure. An unknown mandatory TLV from the peer is answered with a NAK TLV and
@@ -739,7 +742,10 @@ impl Conversation {
                         false,
                     );
                 }
-                let use_emsk_chain = binding.flags & CryptoBinding::FLAG_EMSK != 0;
+                let use_emsk_chain = self
+                    .keys
+                    .as_ref()
+                    .is_some_and(|keys| keys.binding_uses_emsk_chain(&binding));
                 self.finish_success(use_emsk_chain)
             }
             AfterBinding::Provision { required } => {
@@ -828,15 +834,18 @@ impl Conversation {
             reserved: 0,
             version: 1,
             received_version: eap::TEAP_VERSION,
-            // No inner method yields an EMSK here, so only the MSK Compound-MAC is sent.
-            flags: CryptoBinding::FLAG_MSK,
+            // Set by sign_binding: 2 (MSK Compound-MAC) as no inner method here gives an EMSK.
+            flags: 0,
             sub_type: CryptoBinding::SUB_TYPE_REQUEST,
             nonce,
             emsk_compound_mac: [0; 20],
             msk_compound_mac: [0; 20],
         };
-        let macs = keys.compound_macs(&binding, &self.server_outer_tlvs, &self.peer_outer_tlvs);
-        binding.msk_compound_mac = macs.msk;
+        if let Err(error) =
+            keys.sign_binding(&mut binding, &self.server_outer_tlvs, &self.peer_outer_tlvs)
+        {
+            return self.fail_now(format!("Crypto-Binding cannot be signed: {error}"), None);
+        }
         self.binding_request = Some(binding.clone());
         if intermediate {
             tlvs.push(Tlv::IntermediateResult {

@@ -277,12 +277,8 @@ impl TestPeer {
                 assert_eq!(request.flags, CryptoBinding::FLAG_MSK);
                 assert_eq!(request.nonce[31] & 1, 0, "request nonce LSB is 0");
                 keys.next_round(None, None);
-                let expected =
-                    keys.compound_macs(request, &self.server_outer, &self.behaviour.outer_tlvs);
-                assert_eq!(
-                    expected.msk, request.msk_compound_mac,
-                    "server's Compound-MAC verifies on the peer side"
-                );
+                keys.verify(request, &self.server_outer, &self.behaviour.outer_tlvs)
+                    .expect("server's Compound-MAC verifies on the peer side");
                 let mut nonce = request.nonce;
                 nonce[31] |= 1;
                 let mut response = CryptoBinding {
@@ -300,9 +296,8 @@ impl TestPeer {
                     .forged_outer_tlvs
                     .as_ref()
                     .unwrap_or(&self.behaviour.outer_tlvs);
-                response.msk_compound_mac = keys
-                    .compound_macs(&response, &self.server_outer, claimed_outer)
-                    .msk;
+                keys.sign_binding(&mut response, &self.server_outer, claimed_outer)
+                    .expect("peer signs its Crypto-Binding");
                 out.push(Tlv::CryptoBinding(response));
             }
         }
