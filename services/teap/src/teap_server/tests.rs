@@ -486,6 +486,15 @@ fn client_certificate_without_inner_method_succeeds_with_matching_keys() {
         },
     );
     assert_success_with_matching_keys(&outcome);
+    // rustls prefers the SHA-384 suite here, so the PRF runs on SHA-384 (SHA-256: below).
+    assert_eq!(
+        outcome
+            .peer
+            .tls
+            .negotiated_cipher_suite()
+            .map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
+    );
     assert_eq!(outcome.finish.peer_certificates, [client_leaf]);
     // Appendix C.13: Crypto-Binding(Request) + Result(Success), answered in kind.
     assert_eq!(outcome.peer.received.len(), 1);
@@ -1317,4 +1326,65 @@ fn random_responses_never_panic() {
             }
         }
     }
+}
+
+fn client_tls_with(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: Option<Vec<rustls::SupportedCipherSuite>>,
+) -> Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(suites) = suites {
+        provider.cipher_suites = suites;
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(pki.client_chain.clone(), pki.client_key.clone_key())
+            .unwrap(),
+    )
+}
+
+#[test]
+fn sha256_suite_keys_match_too() {
+    let pki = pki();
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let tls = client_tls_with(&pki, &[&rustls::version::TLS12], Some(vec![suite]));
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        TestPeer::new(tls, Behaviour::default()),
+        |_| authenticated(),
+    );
+    assert_success_with_matching_keys(&outcome);
+    assert_eq!(
+        outcome
+            .peer
+            .tls
+            .negotiated_cipher_suite()
+            .map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
+}
+
+#[test]
+fn tls13_only_peer_is_refused() {
+    let pki = pki();
+    let tls = client_tls_with(&pki, &[&rustls::version::TLS13], None);
+    let mut peer = TestPeer::new(tls, Behaviour::default());
+    let (mut conversation, start) = Conversation::start(
+        server_config(&pki, ConversationLimits::default()),
+        1,
+        b"x".to_vec(),
+        counter_random(),
+    )
+    .unwrap();
+    let PeerStep::Send(hello) = peer.respond(&start) else {
+        panic!("no ClientHello")
+    };
+    let finish = finished(conversation.receive(&hello));
+    assert_failed(&finish, "TLS: peer is incompatible");
 }
