@@ -489,10 +489,15 @@ impl Conversation {
             return self.finish_failure(failure.reason, failure.error_code);
         }
         if tls_data.is_empty() {
-            return self.fail_now(
-                "peer sent an empty message (an ACK) where TLS data was expected".into(),
-                None,
-            );
+            if self.phase == Phase::Handshake {
+                return self.fail_now(
+                    "peer sent an empty message (an ACK) during the TLS handshake".into(),
+                    None,
+                );
+            }
+            // In phase 2 an empty response says "nothing to send": hostap's peer answers so
+            // when it recognises no TLV (e.g. a Request-Action it does not process).
+            return self.handle_tlvs(&[]);
         }
         self.process_tls(&tls_data)
     }
@@ -529,9 +534,6 @@ impl Conversation {
                 return self.fail_now("peer sent TLVs before the tunnel was up".into(), None);
             }
             return self.tunnel_up();
-        }
-        if plaintext.is_empty() {
-            return self.fail_now("peer's message carried no TLVs".into(), None);
         }
         self.handle_tlvs(&plaintext)
     }
@@ -685,16 +687,8 @@ impl Conversation {
         if peer.result == Some(Status::Failure) {
             return self.peer_failed(peer);
         }
-        let declined = peer.result == Some(Status::Success)
-            || peer.naks.contains(&tlv_type::REQUEST_ACTION)
-            || peer.naks.contains(&tlv_type::PKCS10);
-        if !declined {
-            return self.fail_protected(
-                "no PKCS#10 TLV or Result in answer to the provisioning Request-Action".into(),
-                Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
-                false,
-            );
-        }
+        // No PKCS#10: declined, whether by Result(Success) (RFC 9930 §4.2.9), a NAK, or an
+        // empty answer (hostap).
         if required {
             return self.fail_protected(
                 "peer declined the required certificate provisioning".into(),

@@ -1388,3 +1388,57 @@ fn tls13_only_peer_is_refused() {
     let finish = finished(conversation.receive(&hello));
     assert_failed(&finish, "TLS: peer is incompatible");
 }
+
+#[test]
+fn empty_answer_declines_optional_provisioning_as_hostap_does() {
+    // hostap's peer ignores Request-Action and answers "no recognized TLVs" with an empty
+    // response: optional provisioning is declined, required provisioning fails.
+    for required in [false, true] {
+        let pki = pki();
+        let peer = TestPeer::new(
+            client_tls(&pki, true),
+            Behaviour {
+                tamper: Some(only_first(|_| Vec::new())),
+                ..Behaviour::default()
+            },
+        );
+        let outcome = run(
+            server_config(&pki, ConversationLimits::default()),
+            peer,
+            move |_| provisioning(required),
+        );
+        if required {
+            assert_failed(
+                &outcome.finish,
+                "peer declined the required certificate provisioning",
+            );
+            assert_eq!(outcome.peer.received[1], [Tlv::Result(Status::Failure)]);
+        } else {
+            assert_success_with_matching_keys(&outcome);
+            assert_eq!(
+                types(&outcome.peer.received[1]),
+                [tlv_type::CRYPTO_BINDING, tlv_type::RESULT]
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_answer_to_password_request_is_unexpected() {
+    let pki = pki();
+    let peer = TestPeer::new(
+        client_tls(&pki, false),
+        Behaviour {
+            password: Some((b"a".to_vec(), b"b".to_vec())),
+            tamper: Some(only_first(|_| Vec::new())),
+            ..Behaviour::default()
+        },
+    );
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        peer,
+        |_| Answer::RequirePassword { prompt: Vec::new() },
+    );
+    assert_failed(&outcome.finish, "no Basic-Password-Auth-Resp");
+    assert_eq!(outcome.finish.error_code, Some(2002));
+}
