@@ -49,8 +49,11 @@
 //!   then EAP-Failure. An unknown mandatory TLV from the peer is answered with a NAK TLV and
 //!   the conversation waits for a corrected response. Framing violations, TLS errors and
 //!   exceeding [`ConversationLimits`] end at once with EAP-Failure.
+//! - An empty phase-2 answer (hostap's peer sends one when it recognises no TLV) counts as an
+//!   empty TLV list: it declines an optional provisioning request, and is unexpected elsewhere.
 //! - A response with the wrong EAP identifier, or anything that is not an EAP-Response, is
-//!   [`Next::Discard`]ed; every other problem ends in `Finished { accepted: false, .. }`.
+//!   [`Next::Discard`]ed, as are responses while a question is outstanding and after the end;
+//!   every other problem ends in `Finished { accepted: false, reason, error_code, .. }`.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -73,7 +76,8 @@ use fragment::{Outgoing, Reassembly, Received};
 /// Bounds on one conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConversationLimits {
-    /// Largest TLS data in one of our EAP-Requests (size it from the NAS's Framed-MTU).
+    /// Largest TLS data in one of our EAP-Requests. Size it from the NAS's Framed-MTU: the
+    /// EAP packet adds 6 octets (EAP header, type, flags), 10 on a first fragment with L.
     pub max_tls_fragment: usize,
     /// Largest reassembled peer message (TLS data), and largest decrypted TLV block.
     pub max_message_len: usize,

@@ -1442,3 +1442,16 @@ fn empty_answer_to_password_request_is_unexpected() {
     assert_failed(&outcome.finish, "no Basic-Password-Auth-Resp");
     assert_eq!(outcome.finish.error_code, Some(2002));
 }
+
+#[test]
+fn conversation_is_send_and_debug_hides_secrets() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Conversation>();
+    assert_send::<Next>();
+    let question = Question::CheckPassword {
+        username: b"alice".to_vec(),
+        password: Zeroizing::new(b"hunter2".to_vec()),
+    };
+    let rendered = format!("{question:?}");
+    assert!(rendered.contains("alice") && !rendered.contains("hunter2"));
+}
