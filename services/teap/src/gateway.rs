@@ -321,7 +321,19 @@ impl<E: TeapEngine> TeapGateway<E> {
                 break;
             }
         }
-        let (conversation, start) = shared.engine.start(identifier.wrapping_add(1), identity);
+        let (conversation, start) = match shared.engine.start(identifier.wrapping_add(1), identity)
+        {
+            Ok(started) => started,
+            Err(e) => {
+                drop(table);
+                tracing::error!(error = %e, "a TEAP conversation could not start");
+                return shared.refuse_early(
+                    &context,
+                    Some(identifier),
+                    format!("the TEAP server could not start a conversation: {e}"),
+                );
+            }
+        };
         tracing::debug!(label = %context.label, nas = %context.nas,
             station = %context.calling_station_id, "TEAP conversation started");
         table.insert(
@@ -585,15 +597,10 @@ impl<E: TeapEngine> Shared<E> {
             Question::TunnelUp { peer_certificates } => {
                 self.tunnel_up(context, &label, peer_certificates).await
             }
-            Question::CheckPassword {
-                username,
-                mut password,
-            } => {
-                let answer = self
-                    .check_password(context, &label, &username, &password)
-                    .await;
-                password.fill(0);
-                answer
+            // The password is zeroized when the question drops, after the check.
+            Question::CheckPassword { username, password } => {
+                self.check_password(context, &label, &username, &password)
+                    .await
             }
             Question::Enroll { csr_der } => self.enroll(context, &label, csr_der).await,
         }
@@ -725,13 +732,11 @@ impl<E: TeapEngine> Shared<E> {
             let shared = Arc::clone(self);
             let label_name = label.label.clone();
             let value = device.value().to_string();
-            let mut password = password.to_vec();
+            let password = zeroize::Zeroizing::new(password.to_vec());
             tokio::task::spawn_blocking(move || {
-                let ok = shared
+                shared
                     .passwords
-                    .check(&label_name, &basic, &value, &password);
-                password.fill(0);
-                ok
+                    .check(&label_name, &basic, &value, &password)
             })
             .await
             .unwrap_or(false)

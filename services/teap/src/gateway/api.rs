@@ -1,21 +1,25 @@
-//! The boundary between the gateway and the TEAP conversation: the shape of
-//! `teap_server::Conversation` as the TEAP design (issue 9) fixes it, behind a trait so the
-//! gateway builds and is tested before the real conversation is merged.
-//!
-//! To connect the real one: replace the type definitions below with
-//! `pub use crate::teap_server::{Answer, Finish, Next, Provisioning, Question};` and
-//! `pub use crate::keys::SessionKeys;`, and implement [`TeapEngine`] for a wrapper around
-//! `Arc<teap_server::TeapServerConfig>` whose `start` calls `Conversation::start`, and
-//! [`TeapConversation`] for `teap_server::Conversation` (each method forwards).
+//! The boundary between the gateway and the TEAP conversation. The types are
+//! [`crate::teap_server`]'s; the traits let the gateway's tests script a conversation, and
+//! [`ServerEngine`] is the real one.
 
-use std::fmt;
+use std::sync::Arc;
+
+pub use crate::keys::SessionKeys;
+pub use crate::teap_server::{Answer, Finish, Next, Provisioning, Question};
+use crate::teap_server::{Conversation, TeapServerConfig};
+
+use super::RandomSource;
 
 /// Starts conversations (holds the TLS configuration, Authority-ID and limits).
 pub trait TeapEngine: Send + Sync + 'static {
     type Conversation: TeapConversation;
     /// After the peer's EAP-Response/Identity: the conversation and the EAP-Request/TEAP Start
-    /// with `identifier`.
-    fn start(&self, identifier: u8, outer_identity: Vec<u8>) -> (Self::Conversation, Vec<u8>);
+    /// with `identifier`; an error says why no conversation could start.
+    fn start(
+        &self,
+        identifier: u8,
+        outer_identity: Vec<u8>,
+    ) -> Result<(Self::Conversation, Vec<u8>), String>;
 }
 
 /// One TEAP conversation (sans-IO): EAP-Responses in, what to do next out.
@@ -27,92 +31,48 @@ pub trait TeapConversation: Send + 'static {
     fn outer_identity(&self) -> &[u8];
 }
 
-pub enum Next {
-    /// EAP-Request → Access-Challenge.
-    Send(Vec<u8>),
-    /// The driver answers with [`TeapConversation::answer`], maybe after async work.
-    Ask(Question),
-    /// EAP-Success (+keys) → Access-Accept, or EAP-Failure → Access-Reject.
-    Finished(Finish),
-    /// Silently drop this packet; the conversation is unchanged.
-    Discard(String),
+/// [`crate::teap_server`] conversations over one configuration; Crypto-Binding nonces from
+/// `random`.
+pub struct ServerEngine {
+    config: Arc<TeapServerConfig>,
+    random: RandomSource,
 }
 
-pub enum Question {
-    /// Phase 1 done (TLS tunnel up). Leaf-first DER chain the peer presented (maybe empty).
-    TunnelUp { peer_certificates: Vec<Vec<u8>> },
-    /// Basic-Password-Auth-Resp received inside the tunnel.
-    CheckPassword {
-        username: Vec<u8>,
-        password: Vec<u8>,
-    },
-    /// The peer sent a PKCS#10 TLV. DER CSR.
-    Enroll { csr_der: Vec<u8> },
-}
-
-impl fmt::Debug for Question {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Question::TunnelUp { peer_certificates } => f
-                .debug_struct("TunnelUp")
-                .field("peer_certificates", &peer_certificates.len())
-                .finish(),
-            Question::CheckPassword { username, .. } => f
-                .debug_struct("CheckPassword")
-                .field("username", &String::from_utf8_lossy(username))
-                .finish_non_exhaustive(),
-            Question::Enroll { csr_der } => f
-                .debug_struct("Enroll")
-                .field("csr_der_len", &csr_der.len())
-                .finish(),
-        }
+impl ServerEngine {
+    pub fn new(config: Arc<TeapServerConfig>, random: RandomSource) -> ServerEngine {
+        ServerEngine { config, random }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// To TunnelUp / CheckPassword: the peer is authenticated; `Some` asks for a CSR.
-    Authenticated { provisioning: Option<Provisioning> },
-    /// To TunnelUp: ask for Basic-Password-Auth inside the tunnel.
-    RequirePassword { prompt: Vec<u8> },
-    /// Refuse (Error TLV + Result Failure when the tunnel is up, then EAP-Failure).
-    Reject { error_code: u32, reason: String },
-    /// To Enroll: certs-only PKCS#7 DER (leaf + chain).
-    Issued { pkcs7_der: Vec<u8> },
-    /// To Enroll: Error TLV + Intermediate-Result(Failure) + Result(Failure).
-    EnrollFailed { error_code: u32, reason: String },
-}
+impl TeapEngine for ServerEngine {
+    type Conversation = Conversation;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provisioning {
-    pub csr_attributes_der: Vec<u8>,
-    pub required: bool,
-}
-
-pub struct Finish {
-    pub accepted: bool,
-    pub eap: Vec<u8>,
-    pub keys: Option<SessionKeys>,
-    pub reason: String,
-    pub error_code: Option<u32>,
-    pub peer_certificates: Vec<Vec<u8>>,
-}
-
-/// MSK and EMSK of a finished conversation; overwritten on drop, never printed.
-pub struct SessionKeys {
-    pub msk: [u8; 64],
-    pub emsk: [u8; 64],
-}
-
-impl Drop for SessionKeys {
-    fn drop(&mut self) {
-        self.msk = [0; 64];
-        self.emsk = [0; 64];
+    fn start(
+        &self,
+        identifier: u8,
+        outer_identity: Vec<u8>,
+    ) -> Result<(Conversation, Vec<u8>), String> {
+        let random = Arc::clone(&self.random);
+        Conversation::start(
+            Arc::clone(&self.config),
+            identifier,
+            outer_identity,
+            Box::new(move |buf: &mut [u8]| random(buf)),
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
-impl fmt::Debug for SessionKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SessionKeys(<redacted>)")
+impl TeapConversation for Conversation {
+    fn receive(&mut self, eap_response: &[u8]) -> Next {
+        Conversation::receive(self, eap_response)
+    }
+
+    fn answer(&mut self, answer: Answer) -> Next {
+        Conversation::answer(self, answer)
+    }
+
+    fn outer_identity(&self) -> &[u8] {
+        Conversation::outer_identity(self)
     }
 }

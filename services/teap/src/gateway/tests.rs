@@ -55,7 +55,11 @@ struct ScriptedEngine {
 impl TeapEngine for ScriptedEngine {
     type Conversation = ScriptedConversation;
 
-    fn start(&self, identifier: u8, outer_identity: Vec<u8>) -> (ScriptedConversation, Vec<u8>) {
+    fn start(
+        &self,
+        identifier: u8,
+        outer_identity: Vec<u8>,
+    ) -> Result<(ScriptedConversation, Vec<u8>), String> {
         self.record
             .outer_identities
             .lock()
@@ -68,7 +72,7 @@ impl TeapEngine for ScriptedEngine {
             phase: Phase::Started,
             identifier,
         };
-        (conversation, teap_request(identifier))
+        Ok((conversation, teap_request(identifier)))
     }
 }
 
@@ -106,9 +110,10 @@ impl TeapConversation for ScriptedConversation {
                 peer_certificates: self.script.peer_certificates.clone(),
             }),
             Phase::AskedPassword => match self.script.password.clone() {
-                Some((username, password)) => {
-                    Next::Ask(Question::CheckPassword { username, password })
-                }
+                Some((username, password)) => Next::Ask(Question::CheckPassword {
+                    username,
+                    password: zeroize::Zeroizing::new(password),
+                }),
                 None => self.finish(false, "peer gave no password", None),
             },
             Phase::AskedCsr => match self.script.csr.clone() {
