@@ -1,6 +1,6 @@
 //! `ragw dev`: every component in one process on embedded defaults — registrar (SQLite), local
-//! ACME CA, built-in challenge DNS, one ACME worker and the EST gateway — talking gRPC over
-//! loopback exactly as in production.
+//! ACME CA, built-in challenge DNS, one ACME worker, the EST gateway and the TEAP gateway
+//! (RADIUS on loopback) — talking gRPC over loopback exactly as in production.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,11 @@ use ragw_domain::{ApprovalMode, IdentityKind, Profile};
 use ragw_est::{BasicAuth, EstConfig, EstServer, LabelConfig, Secret, ServerTls};
 use ragw_runtime::identity::{Role, ensure_dev_credentials, write_private_file};
 use ragw_runtime::ops::MetricsRegistry;
+use ragw_teap::config::{RadiusClient, TeapConfig, TeapLabel, authority_id_for};
+use ragw_teap::gateway::GrpcRegistrar;
+use ragw_teap::service::{TeapService, TeapTls};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -44,6 +47,10 @@ pub struct DevArgs {
     /// EST gateway (HTTPS) address.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub est_addr: SocketAddr,
+    /// TEAP gateway (RADIUS over UDP) address; loopback NASes (127.0.0.0/8) may use it with the
+    /// secret in DATA_DIR/radius-secret.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub radius_addr: SocketAddr,
     /// Local ACME CA (HTTPS) address.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub acme_addr: SocketAddr,
@@ -95,13 +102,22 @@ fn private_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
+pub fn radius_secret_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("radius-secret")
+}
+
 /// The bootstrap password: given, or read back from the data directory, or generated once and
 /// printed (the only time it is shown).
 fn bootstrap_password(args: &DevArgs) -> Result<(String, bool)> {
     if let Some(p) = &args.dev_password {
         return Ok((p.clone(), false));
     }
-    let file = args.data_dir.join("dev-password");
+    read_or_generate_secret(&args.data_dir.join("dev-password"))
+}
+
+/// A secret read back from `file`, or generated, written there (0600) and flagged as new.
+fn read_or_generate_secret(file: &Path) -> Result<(String, bool)> {
+    let file = file.to_path_buf();
     match std::fs::read_to_string(&file) {
         Ok(p) if !p.trim().is_empty() => Ok((p.trim().to_string(), false)),
         _ => {
@@ -137,6 +153,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         cfg.registrar.crl_https_trust = Some(args.data_dir.join("ca").join("root.pem"));
     }
     let (password, generated) = bootstrap_password(&args)?;
+    let (radius_secret, radius_secret_generated) =
+        read_or_generate_secret(&radius_secret_file(&args.data_dir))?;
     let creds =
         ensure_dev_credentials(&tls_dir(&args.data_dir)).context("component credentials")?;
     let (cert, key) = creds.pair(Role::Registrar);
@@ -323,8 +341,87 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let est = EstServer::new(est_config, gateway_channel)?.with_metrics(&metrics);
     let est_task = tokio::spawn(est.serve(est_listener, server_tls, wait_stop(stop_rx.clone())));
 
+    // TEAP gateway: RADIUS on loopback for NASes on this host (a FreeRADIUS proxy, eapol_test,
+    // ragw's own peer), the same labels and bootstrap password as EST, a server certificate
+    // from the local CA.
+    let (teap_chain, teap_key) = ca
+        .issue_server_certificate()
+        .await
+        .context("issuing the TEAP server certificate")?;
+    let mut teap_config = TeapConfig {
+        clients: vec![RadiusClient {
+            name: "dev-loopback".into(),
+            prefix: "127.0.0.0/8".parse().context("the loopback prefix")?,
+            secret: ragw_teap::radius_server::Secret::new(radius_secret.clone().into_bytes())
+                .context("the RADIUS secret")?,
+        }],
+        labels: cfg
+            .profiles
+            .iter()
+            .map(|p| {
+                let mut label = TeapLabel::new(&p.name, &p.name);
+                let mut basic = BasicAuth::new(IdentityKind::SerialNumber);
+                basic.bootstrap = Some(Secret::from_plain(&password));
+                label.basic = Some(basic);
+                label
+            })
+            .collect(),
+        default_label: cfg.profiles.first().map(|p| p.name.clone()),
+        limits: Default::default(),
+        authority_id: teap_chain
+            .first()
+            .map(|leaf| authority_id_for(leaf))
+            .unwrap_or_else(|| b"ragw-dev".to_vec()),
+    };
+    // A [teap] section tunes the dev gateway like [est] does: its limits, default label and
+    // Authority-ID apply, its labels and clients replace (or add to) the generated ones.
+    if let Some(section) = &cfg.teap {
+        let from_file = section
+            .to_config_parts(&|name| std::env::var(name).ok())
+            .context("the [teap] section")?;
+        teap_config.limits = from_file.limits;
+        if from_file.default_label.is_some() {
+            teap_config.default_label = from_file.default_label;
+        }
+        if !from_file.authority_id.is_empty() {
+            teap_config.authority_id = from_file.authority_id;
+        }
+        for label in from_file.labels {
+            teap_config.labels.retain(|l| l.label != label.label);
+            teap_config.labels.push(label);
+        }
+        for client in from_file.clients {
+            teap_config
+                .clients
+                .retain(|c| c.name != client.name && c.prefix != client.prefix);
+            teap_config.clients.push(client);
+        }
+    }
+    let teap_tls = TeapTls {
+        cert_chain_pem: teap_chain
+            .iter()
+            .map(|c| ragw_acme_ca::ca::pem_encode("CERTIFICATE", c))
+            .collect::<String>()
+            .into_bytes(),
+        key_pem: ragw_acme_ca::ca::pem_encode("PRIVATE KEY", &teap_key).into_bytes(),
+    };
+    let (tcert, tkey) = creds.pair(Role::Gateway);
+    let teap_channel = dev_channel(&grpc_url, &creds.ca_pem, tcert, tkey)?;
+    let radius_socket = UdpSocket::bind(args.radius_addr)
+        .await
+        .with_context(|| format!("binding the TEAP gateway to {}", args.radius_addr))?;
+    let radius_addr = radius_socket.local_addr()?;
+    let teap = TeapService::new(
+        teap_config,
+        teap_tls,
+        Arc::new(GrpcRegistrar::new(teap_channel)),
+    )
+    .with_metrics(&metrics);
+    let teap_task = tokio::spawn(teap.serve(radius_socket, wait_stop(stop_rx.clone())));
+
     let endpoints = json!({
         "est": format!("https://{est_addr}"),
+        "radius": radius_addr.to_string(),
         "acme_directory": ca.directory_url(),
         "dns": dns.udp_addr().to_string(),
         "grpc": grpc_url,
@@ -336,6 +433,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let dir = args.data_dir.display();
     println!("ragw dev is running (data in {dir})");
     println!("  EST             https://{est_addr}/.well-known/est/");
+    println!(
+        "  TEAP (RADIUS)   udp://{radius_addr} for NASes on 127.0.0.0/8, secret in {dir}/radius-secret"
+    );
     println!("  ACME directory  {}", ca.directory_url());
     println!("  DNS (TSIG key {dir}/dns/tsig.key)  {}", dns.udp_addr());
     println!("  registrar gRPC  {grpc_url}");
@@ -358,6 +458,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     } else {
         println!("  bootstrap password: in {dir}/dev-password (or as given)");
     }
+    if radius_secret_generated {
+        println!("  RADIUS secret (shown once, also in {dir}/radius-secret): {radius_secret}");
+    }
     println!("  admin / audit   ragw admin --data-dir {dir} …, ragw audit --data-dir {dir} …");
 
     shutdown_signal().await;
@@ -366,6 +469,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
         let _ = t.await;
     }
     let _ = est_task.await;
+    match teap_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "TEAP gateway"),
+        Err(e) => tracing::error!(error = %e, "TEAP gateway task"),
+        Ok(Ok(())) => {}
+    }
     let _ = ca_task.await;
     let _ = dns_task.await;
     registrar.await.context("registrar")?

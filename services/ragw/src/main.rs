@@ -9,6 +9,7 @@ mod config;
 mod dev;
 mod est_cmd;
 mod serve;
+mod teap_cmd;
 mod worker_cmd;
 
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ enum Target {
     Ca,
     /// The EST gateway ([est] section).
     Est,
+    /// The TEAP gateway: EAP-TEAP over RADIUS ([teap] section).
+    Teap,
 }
 
 fn main() -> ExitCode {
@@ -85,6 +88,9 @@ fn main() -> ExitCode {
                     .await
                     .map(|()| ExitCode::SUCCESS),
                 Target::Est => est_cmd::run_est(config.as_deref())
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+                Target::Teap => teap_cmd::run_teap(config.as_deref())
                     .await
                     .map(|()| ExitCode::SUCCESS),
             },

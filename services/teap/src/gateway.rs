@@ -34,7 +34,8 @@ use tokio::sync::Semaphore;
 use tonic::{Code as GrpcCode, Status};
 
 pub use api::{
-    Answer, Finish, Next, Provisioning, Question, SessionKeys, TeapConversation, TeapEngine,
+    Answer, Finish, Next, Provisioning, Question, ServerEngine, SessionKeys, TeapConversation,
+    TeapEngine,
 };
 pub use metrics::TeapMetrics;
 pub use registrar::{GrpcRegistrar, Registrar, RegistrarFuture};

@@ -14,5 +14,6 @@ pub mod gateway;
 pub mod keys;
 pub mod radius;
 pub mod radius_server;
+pub mod service;
 pub mod teap_server;
 pub mod tlv;

@@ -1,0 +1,151 @@
+//! The running TEAP gateway: the UDP socket, the RADIUS server core, the TEAP server
+//! configuration (TLS 1.2 certificate, Authority-ID), the registrar and the metrics, put
+//! together. `ragw run --target teap` and `ragw dev` call this; every decision is the core's,
+//! the gateway's or the conversation's.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ragw_runtime::ops::MetricsRegistry;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::UdpSocket;
+
+use crate::config::TeapConfig;
+use crate::gateway::{
+    GatewayError, RandomSource, Registrar, ServerEngine, TeapGateway, TeapMetrics,
+};
+use crate::radius_server::udp::{completion_channel, serve_observed};
+use crate::radius_server::{CacheLimits, Client, ClientTable, RadiusServer};
+use crate::teap_server::{ConversationLimits, TeapServerConfig, tls_server_config};
+
+/// Retransmission cache entries at least (one per request in flight or recently answered).
+const MIN_CACHE_ENTRIES: usize = 4096;
+/// How long an answer stays cached beyond the longest a request can be deferred, so a NAS's
+/// last retransmission still gets it (RFC 5080 §2.2.2).
+const CACHE_MARGIN: Duration = Duration::from_secs(10);
+
+/// The TEAP server certificate chain (PEM, end entity first) and its key (PEM).
+#[derive(Clone)]
+pub struct TeapTls {
+    pub cert_chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TeapTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeapTls").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeapServiceError {
+    #[error("invalid TEAP configuration: {0}")]
+    Config(#[from] GatewayError),
+    #[error("TEAP server certificate: {0}")]
+    Tls(String),
+    #[error("RADIUS listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct TeapService {
+    config: TeapConfig,
+    tls: TeapTls,
+    registrar: Arc<dyn Registrar>,
+    metrics: TeapMetrics,
+    random: RandomSource,
+}
+
+impl TeapService {
+    pub fn new(config: TeapConfig, tls: TeapTls, registrar: Arc<dyn Registrar>) -> TeapService {
+        TeapService {
+            config,
+            tls,
+            registrar,
+            metrics: TeapMetrics::new(),
+            random: system_random(),
+        }
+    }
+
+    /// Registers the gateway's metrics (component `teap`).
+    pub fn with_metrics(self, registry: &MetricsRegistry) -> TeapService {
+        self.metrics.register(registry);
+        self
+    }
+
+    /// Serves RADIUS on `socket` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        socket: UdpSocket,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), TeapServiceError> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&self.tls.cert_chain_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| TeapServiceError::Tls(format!("certificate chain: {e}")))?;
+        if chain.is_empty() {
+            return Err(TeapServiceError::Tls(
+                "the certificate file holds no CERTIFICATE block".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.tls.key_pem)
+            .map_err(|e| TeapServiceError::Tls(format!("private key: {e}")))?;
+        let tls =
+            tls_server_config(chain, key).map_err(|e| TeapServiceError::Tls(e.to_string()))?;
+        let server_config = Arc::new(TeapServerConfig {
+            tls,
+            authority_id: self.config.authority_id.clone(),
+            limits: ConversationLimits::default(),
+            trusted_server_root_pkcs7: None,
+        });
+        let mut clients = ClientTable::new();
+        for c in &self.config.clients {
+            clients.insert(
+                c.prefix,
+                Client {
+                    name: c.name.clone(),
+                    secret: c.secret.clone(),
+                },
+            );
+        }
+        let limits = &self.config.limits;
+        let cache = CacheLimits {
+            max_entries: MIN_CACHE_ENTRIES.max(limits.max_conversations),
+            lifetime: limits.enrollment_hold + limits.registrar_timeout * 2 + CACHE_MARGIN,
+        };
+        let (completer, completions) = completion_channel();
+        let engine = ServerEngine::new(server_config, Arc::clone(&self.random));
+        let metrics = self.metrics.clone();
+        let gateway = TeapGateway::new(
+            self.config,
+            engine,
+            self.registrar,
+            completer,
+            self.metrics,
+            self.random,
+            Arc::new(Instant::now),
+        )?;
+        let core = RadiusServer::new(clients, gateway, cache);
+        serve_observed(
+            socket,
+            core,
+            completions,
+            |datagram, action| metrics.observe(datagram, action),
+            shutdown,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The system CSPRNG (aws-lc-rs, the one crypto provider).
+pub fn system_random() -> RandomSource {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    Arc::new(move |buf: &mut [u8]| {
+        if provider.secure_random.fill(buf).is_err() {
+            // Never seen in practice; the RADIUS secret still guards every packet.
+            tracing::error!("the system random generator failed");
+        }
+    })
+}
