@@ -1,0 +1,156 @@
+//! hostap's EAP-TEAP peer (`eapol_test`, a RADIUS client and EAP peer in one) against
+//! `ragw dev`'s TEAP gateway: Basic-Password-Auth with the dev bootstrap password ends in
+//! EAP-Success with the MPPE keys equal to the peer's MSK (hostap declines the offered
+//! certificate provisioning: it has no PKCS#10 support), audited as `gateway.access_granted`;
+//! a wrong password ends in EAP-Failure, audited as `gateway.refused`.
+//!
+//! eapol_test with EAP-TEAP is built from Debian's `wpa` sources by `.ci/build-hostap-peers`
+//! (Debian's binary lacks TEAP); it is found through RAGW_EAPOL_TEST or the peers cache.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod peers;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Dev;
+
+fn eapol_test() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("RAGW_EAPOL_TEST") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "RAGW_EAPOL_TEST={} is not a file",
+            path.display()
+        );
+        return Some(path);
+    }
+    let cache = std::env::var_os("RAGW_PEERS_DIR")
+        .map_or_else(|| PathBuf::from("/var/tmp/ragw-peers"), PathBuf::from);
+    let mut builds: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("hostap-"))
+        .map(|e| e.path().join("eapol_test"))
+        .filter(|p| p.is_file())
+        .collect();
+    builds.sort();
+    if let Some(found) = builds.pop() {
+        return Some(found);
+    }
+    if peers::peers_required() {
+        panic!(
+            "RAGW_REQUIRE_PEERS=1 but hostap's eapol_test with EAP-TEAP is not built (.ci/build-hostap-peers)"
+        );
+    }
+    let bar = "!".repeat(78);
+    eprintln!(
+        "\n{bar}\n!!! SKIPPED: hostap's eapol_test with EAP-TEAP is not built (.ci/build-hostap-peers).\n\
+         !!! This interoperability test did NOT run. Set RAGW_REQUIRE_PEERS=1 to fail instead.\n{bar}\n"
+    );
+    None
+}
+
+fn config(dir: &Path, identity: &str, password: &str, ca: &Path) -> PathBuf {
+    let mut text = String::from("network={\n\tkey_mgmt=IEEE8021X\n\teap=TEAP\n\teapol_flags=0\n");
+    for (k, v) in [
+        ("identity", identity.to_string()),
+        ("password", password.to_string()),
+        ("ca_cert", ca.display().to_string()),
+        // hostap's TEAP peer wants a PAC file name; the file need not exist.
+        ("pac_file", dir.join("eapol_test.pac").display().to_string()),
+    ] {
+        writeln!(text, "\t{k}=\"{v}\"").unwrap();
+    }
+    text.push_str("}\n");
+    let path = dir.join(format!("{identity}.conf"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// (eapol_test succeeded, its output).
+fn run(eapol_test: &Path, config: &Path, server: SocketAddr, secret: &str) -> (bool, String) {
+    let out = Command::new(eapol_test)
+        .arg("-c")
+        .arg(config)
+        .arg(format!("-a{}", server.ip()))
+        .arg(format!("-p{}", server.port()))
+        .arg(format!("-s{secret}"))
+        .arg("-r0")
+        .arg("-t30")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ok = out.status.success() && stdout.lines().any(|l| l == "SUCCESS");
+    (ok, stdout)
+}
+
+fn hexdump(log: &str, label: &str) -> Option<Vec<u8>> {
+    let prefix = format!("{label} - hexdump(len=");
+    let line = log.lines().find_map(|l| l.strip_prefix(prefix.as_str()))?;
+    let (_, octets) = line.split_once("): ")?;
+    octets
+        .split(' ')
+        .map(|o| u8::from_str_radix(o, 16))
+        .collect::<Result<_, _>>()
+        .ok()
+}
+
+fn wait_for_audit(db: &Path, action: &str, needle: &str) -> (String, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(e) = common::audit_events(db, action)
+            .into_iter()
+            .find(|e| e.2.contains(needle))
+        {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no {action} event with {needle}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hostap_peer_authenticates_with_the_bootstrap_password() {
+    let Some(eapol_test) = eapol_test() else {
+        return;
+    };
+    let dev = Dev::start(&[]);
+    let server: SocketAddr = dev.endpoint("radius").parse().unwrap();
+    let secret = std::fs::read_to_string(dev.dir.join("radius-secret")).unwrap();
+    let password = std::fs::read_to_string(dev.dir.join("dev-password")).unwrap();
+    let ca = dev.dir.join("ca").join("root.pem");
+    let work = tempfile::tempdir().unwrap();
+
+    // The outer identity has no realm: the default label (the first profile, iot) applies;
+    // hostap sends the same identity as the Basic-Password-Auth user name.
+    let good = config(work.path(), "sn-teap-1", password.trim(), &ca);
+    let (ok, out) = run(&eapol_test, &good, server, secret.trim());
+    assert!(ok, "eapol_test failed:\n{out}");
+    let peer_msk = hexdump(&out, "EAP-TEAP: Derived key (MSK)").expect("peer MSK in the log");
+    let mut radius_msk = hexdump(&out, "MS-MPPE-Recv-Key (crypt)").expect("Recv-Key");
+    radius_msk.extend(hexdump(&out, "MS-MPPE-Send-Key (sign)").expect("Send-Key"));
+    assert_eq!(peer_msk.len(), 64);
+    assert_eq!(
+        radius_msk, peer_msk,
+        "the Access-Accept carries the peer's MSK"
+    );
+
+    let db = dev.dir.join("ragw.db");
+    let (_, _, details) = wait_for_audit(&db, "gateway.access_granted", "sn-teap-1");
+    assert!(details.contains("password"), "{details}");
+    assert!(details.contains("\"label\":\"iot\""), "{details}");
+
+    let bad = config(work.path(), "sn-teap-2", "not-the-password", &ca);
+    let (ok, out) = run(&eapol_test, &bad, server, secret.trim());
+    assert!(!ok, "a wrong password was accepted:\n{out}");
+    let (_, _, details) = wait_for_audit(&db, "gateway.refused", "wrong user name or password");
+    assert!(details.contains("sn-teap-2"), "{details}");
+}
