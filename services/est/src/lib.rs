@@ -14,7 +14,8 @@
 mod auth;
 pub mod config;
 pub mod gateway;
-pub mod guard;
+/// Password-guessing bounds and refusal audit budgets, shared with the TEAP gateway.
+pub use ragw_device_auth::guard;
 pub mod header_case;
 pub mod proxy;
 mod ratelimit;

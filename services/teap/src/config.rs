@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ragw_device_auth::guard::GuardLimits;
 use ragw_device_auth::{
     AuthConfigError, BasicAuth, BasicSection, ClientCertAuth, ClientCertSection,
     basic_from_section, client_cert_from_section, read_pem_certs,
@@ -132,6 +133,20 @@ pub struct TeapLimitsSection {
     /// Bound on one registrar call other than the enrollment wait.
     #[serde(default = "default_registrar_timeout")]
     pub registrar_timeout_seconds: u64,
+    /// First wait imposed on a user name (per label) after a wrong password, from any NAS; it
+    /// doubles with each further failure. The same bounds as `[est.limits]`.
+    #[serde(default = "default_user_failure_delay")]
+    pub user_failure_delay_seconds: u64,
+    /// Longest wait a user name is made to serve; never a permanent lock-out.
+    #[serde(default = "default_user_failure_max_delay")]
+    pub user_failure_max_delay_seconds: u64,
+    /// A user name's failure count drops by one per this many seconds without failures.
+    #[serde(default = "default_user_failure_decay")]
+    pub user_failure_decay_seconds: u64,
+    /// Failed passwords checked per second gateway-wide; beyond it passwords are refused
+    /// unchecked. 0 turns the bound off.
+    #[serde(default = "default_failed_auth_per_second")]
+    pub failed_authentications_per_second: u32,
     /// Refusals audited one by one per NAS and interval; the rest are only counted.
     #[serde(default = "default_refusal_audit_per_source")]
     pub refusal_audit_per_source: u32,
@@ -146,6 +161,10 @@ impl Default for TeapLimitsSection {
             conversation_lifetime_seconds: default_conversation_lifetime(),
             enrollment_hold_seconds: default_enrollment_hold(),
             registrar_timeout_seconds: default_registrar_timeout(),
+            user_failure_delay_seconds: default_user_failure_delay(),
+            user_failure_max_delay_seconds: default_user_failure_max_delay(),
+            user_failure_decay_seconds: default_user_failure_decay(),
+            failed_authentications_per_second: default_failed_auth_per_second(),
             refusal_audit_per_source: default_refusal_audit_per_source(),
             refusal_audit_interval_seconds: default_refusal_audit_interval(),
         }
@@ -163,6 +182,18 @@ fn default_enrollment_hold() -> u64 {
 }
 fn default_registrar_timeout() -> u64 {
     10
+}
+fn default_user_failure_delay() -> u64 {
+    1
+}
+fn default_user_failure_max_delay() -> u64 {
+    300
+}
+fn default_user_failure_decay() -> u64 {
+    600
+}
+fn default_failed_auth_per_second() -> u32 {
+    20
 }
 fn default_refusal_audit_per_source() -> u32 {
     10
@@ -256,6 +287,8 @@ pub struct TeapLimits {
     pub registrar_timeout: Duration,
     pub refusal_audit_per_source: u32,
     pub refusal_audit_interval: Duration,
+    /// Password-guessing bounds (the audit fields repeat the two above).
+    pub guard: GuardLimits,
 }
 
 impl Default for TeapLimits {
@@ -273,6 +306,14 @@ impl TeapLimits {
             registrar_timeout: Duration::from_secs(s.registrar_timeout_seconds),
             refusal_audit_per_source: s.refusal_audit_per_source,
             refusal_audit_interval: Duration::from_secs(s.refusal_audit_interval_seconds),
+            guard: GuardLimits {
+                user_base_delay: Duration::from_secs(s.user_failure_delay_seconds),
+                user_max_delay: Duration::from_secs(s.user_failure_max_delay_seconds),
+                user_decay: Duration::from_secs(s.user_failure_decay_seconds),
+                failures_per_second: s.failed_authentications_per_second,
+                audit_per_source: s.refusal_audit_per_source,
+                audit_interval: Duration::from_secs(s.refusal_audit_interval_seconds),
+            },
         }
     }
 }

@@ -25,6 +25,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use ragw_device_auth::guard::{AuthGuard, NotChecked};
 use ragw_device_auth::{CertVerifiers, PasswordChecker, certificate_identity, check_validity};
 use ragw_domain::{DeviceIdentity, IdentityKind, KeyType};
 use ragw_pki::{CsrAttrsRequest, certs_only, encode_csr_attrs};
@@ -84,6 +85,8 @@ struct Shared<E: TeapEngine> {
     config: TeapConfig,
     verifiers: CertVerifiers,
     passwords: PasswordChecker,
+    /// Guessing bounds per user name and gateway-wide, as EST applies them.
+    guard: AuthGuard,
     argon2: bool,
     table: Mutex<Table<E::Conversation>>,
     refusals: Mutex<RefusalBudget>,
@@ -261,6 +264,7 @@ impl<E: TeapEngine> TeapGateway<E> {
                 registrar,
                 verifiers,
                 passwords: PasswordChecker::new(),
+                guard: AuthGuard::new(config.limits.guard.clone()),
                 argon2,
                 table: Mutex::new(Table::new()),
                 refusals: Mutex::new(refusals),
@@ -322,19 +326,23 @@ impl<E: TeapEngine> TeapGateway<E> {
                 break;
             }
         }
-        let (conversation, start) = match shared.engine.start(identifier.wrapping_add(1), identity)
-        {
-            Ok(started) => started,
-            Err(e) => {
-                drop(table);
-                tracing::error!(error = %e, "a TEAP conversation could not start");
-                return shared.refuse_early(
-                    &context,
-                    Some(identifier),
-                    format!("the TEAP server could not start a conversation: {e}"),
-                );
-            }
-        };
+        let fragment = max_tls_fragment(radius);
+        let (conversation, start) =
+            match shared
+                .engine
+                .start(identifier.wrapping_add(1), identity, fragment)
+            {
+                Ok(started) => started,
+                Err(e) => {
+                    drop(table);
+                    tracing::error!(error = %e, "a TEAP conversation could not start");
+                    return shared.refuse_early(
+                        &context,
+                        Some(identifier),
+                        format!("the TEAP server could not start a conversation: {e}"),
+                    );
+                }
+            };
         tracing::debug!(label = %context.label, nas = %context.nas,
             station = %context.calling_station_id, "TEAP conversation started");
         table.insert(
@@ -729,6 +737,26 @@ impl<E: TeapEngine> Shared<E> {
                 ));
             }
         };
+        // Bounded per user name (across NASes) and gateway-wide before any password is
+        // checked, keyed by label and name as the device is.
+        let guard_key = format!("{}\0{}", label.label, device.value());
+        if let Err(why) = self.guard.may_check(&guard_key, (self.clock)()) {
+            let (reason, wait) = match why {
+                NotChecked::UserBackoff(wait) => ("user_backoff", wait),
+                NotChecked::GlobalBound(wait) => ("global_bound", wait),
+            };
+            self.metrics.password_not_checked(reason);
+            return refuse(format!(
+                "the password was not checked: {} wrong passwords came too fast; try again in \
+                 {} s",
+                if reason == "user_backoff" {
+                    "this user name's"
+                } else {
+                    "the gateway's"
+                },
+                wait.as_secs().max(1)
+            ));
+        }
         let ok = if self.argon2 {
             let shared = Arc::clone(self);
             let label_name = label.label.clone();
@@ -746,11 +774,13 @@ impl<E: TeapEngine> Shared<E> {
                 .check(&label.label, &basic, device.value(), password)
         };
         if !ok {
+            self.guard.record_failure(&guard_key, (self.clock)());
             return refuse(format!(
                 "wrong user name or password for label {:?}",
                 label.label
             ));
         }
+        self.guard.record_success(&guard_key);
         context.device = Some(device);
         context.authenticated_by = Some("password");
         self.authenticated(context, label).await
@@ -1124,6 +1154,25 @@ impl<E: TeapEngine> Shared<E> {
             drop(permit);
         });
     }
+}
+
+/// The TLS data one EAP-Request may carry for a NAS that announced its Framed-MTU (RFC 3580
+/// §3.10: the largest EAP packet it carries): the MTU less the TEAP header of a first fragment
+/// (EAP header, type, flags, Message Length: 10 octets), within bounds that keep a RADIUS
+/// packet under 4096 octets and a handshake from taking hundreds of round trips.
+fn max_tls_fragment(radius: &Packet) -> Option<usize> {
+    const TEAP_FIRST_FRAGMENT_OVERHEAD: usize = 10;
+    const SMALLEST: usize = 64;
+    const LARGEST: usize = 1400;
+    let mtu = radius
+        .attribute(attr::FRAMED_MTU)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .map(u32::from_be_bytes)?;
+    let mtu = usize::try_from(mtu).ok()?;
+    Some(
+        mtu.saturating_sub(TEAP_FIRST_FRAGMENT_OVERHEAD)
+            .clamp(SMALLEST, LARGEST),
+    )
 }
 
 fn challenge(eap: &[u8], state: &StateId) -> Reply {

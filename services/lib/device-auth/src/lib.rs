@@ -6,6 +6,8 @@
 //!   [`CertVerifiers`]), the device identifier taken from a configured field
 //!   ([`certificate_identity`]), and the validity check for a certificate ragw issued
 //!   ([`check_validity`]; the registrar matches those byte for byte);
+//! - bounds on password guessing per user name and server-wide, and on the audit rows refusals
+//!   write ([`guard`]);
 //! - the configuration sections naming them ([`BasicSection`], [`ClientCertSection`]) and their
 //!   validated forms.
 //!
@@ -14,6 +16,7 @@
 
 mod check;
 mod config;
+pub mod guard;
 
 pub use check::{
     CertVerifiers, PasswordChecker, ValidityError, certificate_identity, check_validity,

@@ -14,11 +14,14 @@ use super::RandomSource;
 pub trait TeapEngine: Send + Sync + 'static {
     type Conversation: TeapConversation;
     /// After the peer's EAP-Response/Identity: the conversation and the EAP-Request/TEAP Start
-    /// with `identifier`; an error says why no conversation could start.
+    /// with `identifier`; an error says why no conversation could start. `max_tls_fragment`,
+    /// when the NAS said how large an EAP packet it carries (Framed-MTU), replaces the
+    /// configured fragment size.
     fn start(
         &self,
         identifier: u8,
         outer_identity: Vec<u8>,
+        max_tls_fragment: Option<usize>,
     ) -> Result<(Self::Conversation, Vec<u8>), String>;
 }
 
@@ -51,10 +54,19 @@ impl TeapEngine for ServerEngine {
         &self,
         identifier: u8,
         outer_identity: Vec<u8>,
+        max_tls_fragment: Option<usize>,
     ) -> Result<(Conversation, Vec<u8>), String> {
         let random = Arc::clone(&self.random);
+        let config = match max_tls_fragment {
+            Some(fragment) if fragment != self.config.limits.max_tls_fragment => {
+                let mut config = TeapServerConfig::clone(&self.config);
+                config.limits.max_tls_fragment = fragment;
+                Arc::new(config)
+            }
+            _ => Arc::clone(&self.config),
+        };
         Conversation::start(
-            Arc::clone(&self.config),
+            config,
             identifier,
             outer_identity,
             Box::new(move |buf: &mut [u8]| random(buf)),

@@ -34,6 +34,7 @@ pub struct TeapMetrics {
     decisions: Family<OutcomeLabel, Counter>,
     provisioning: Family<OutcomeLabel, Counter>,
     unaudited: Counter,
+    passwords_not_checked: Family<ReasonLabel, Counter>,
 }
 
 impl TeapMetrics {
@@ -73,6 +74,12 @@ impl TeapMetrics {
             "Certificate provisioning inside TEAP: issued, failed, declined (offered but no \
              CSR came), not_offered, unavailable (the registrar gave no assignment)",
             self.provisioning.clone(),
+        );
+        r.register(
+            "passwords_not_checked",
+            "Passwords refused unchecked: user_backoff (the user name failed recently) or \
+             global_bound (too many failed passwords this second)",
+            self.passwords_not_checked.clone(),
         );
         r.register(
             "unaudited_events",
@@ -130,6 +137,14 @@ impl TeapMetrics {
         self.provisioning
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn password_not_checked(&self, reason: &str) {
+        self.passwords_not_checked
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }

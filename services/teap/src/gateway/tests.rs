@@ -27,6 +27,7 @@ struct Script {
 #[derive(Clone, Default)]
 struct Record {
     answers: Arc<Mutex<Vec<Answer>>>,
+    fragments: Arc<Mutex<Vec<Option<usize>>>>,
     outer_identities: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
@@ -59,7 +60,9 @@ impl TeapEngine for ScriptedEngine {
         &self,
         identifier: u8,
         outer_identity: Vec<u8>,
+        max_tls_fragment: Option<usize>,
     ) -> Result<(ScriptedConversation, Vec<u8>), String> {
+        self.record.fragments.lock().unwrap().push(max_tls_fragment);
         self.record
             .outer_identities
             .lock()
@@ -878,4 +881,72 @@ fn reply_message_is_cut_at_a_character_boundary() {
     let cut = truncate_bytes(long.as_bytes(), MAX_REPLY_MESSAGE);
     assert!(cut.len() <= MAX_REPLY_MESSAGE);
     assert!(std::str::from_utf8(cut).is_ok());
+}
+
+#[tokio::test]
+async fn guessing_a_user_name_is_slowed_as_in_est() {
+    let mut h = Harness::new(
+        config(vec![label_with_password("iot")]),
+        Script {
+            password: Some((b"SN-7".to_vec(), b"guess".to_vec())),
+            ..Default::default()
+        },
+        FakeRegistrar::default(),
+    );
+    async fn attempt(h: &mut Harness) -> Answer {
+        let (start, _) = h.exchange(&identity_response(1, b"a@iot"), None).await;
+        let state = state_of(&start);
+        h.exchange(&teap_response(2), Some(&state)).await;
+        h.exchange(&teap_response(3), Some(&state)).await;
+        h.answers().last().cloned().unwrap()
+    }
+    let Answer::Reject { reason, .. } = attempt(&mut h).await else {
+        panic!();
+    };
+    assert!(reason.contains("wrong user name or password"), "{reason}");
+    // At once again: the name must wait (1 s after one failure), whatever the password.
+    let Answer::Reject { reason, .. } = attempt(&mut h).await else {
+        panic!();
+    };
+    assert!(
+        reason.contains("not checked") && reason.contains("try again in 1 s"),
+        "{reason}"
+    );
+    // After the wait the password is checked again (and is still wrong).
+    h.now.store(2, Ordering::Relaxed);
+    let Answer::Reject { reason, .. } = attempt(&mut h).await else {
+        panic!();
+    };
+    assert!(reason.contains("wrong user name or password"), "{reason}");
+}
+
+#[tokio::test]
+async fn framed_mtu_sizes_the_tls_fragments() {
+    let mut h = Harness::new(
+        config(vec![label_with_password("iot")]),
+        Script::default(),
+        FakeRegistrar::default(),
+    );
+    h.exchange(&identity_response(1, b"a@iot"), None).await;
+    for (mtu, expected) in [(1400u32, 1390usize), (20, 64), (9000, 1400)] {
+        let (key, mut packet) = h.request(&identity_response(1, b"b@iot"), None);
+        packet.push(Attribute::new(attr::FRAMED_MTU, mtu.to_be_bytes().to_vec()));
+        let client = h.client.clone();
+        let Handled::Reply(reply) = h.gateway.handle(key, &client, &packet) else {
+            panic!();
+        };
+        assert_eq!(reply.code, Code::AccessChallenge);
+        assert_eq!(
+            h.record.fragments.lock().unwrap().last(),
+            Some(&Some(expected))
+        );
+        // Make room again (max_conversations = 2).
+        let state = StateId::try_from(state_of(&reply).as_slice()).unwrap();
+        h.gateway.shared.remove(state);
+    }
+    assert_eq!(
+        h.record.fragments.lock().unwrap()[0],
+        None,
+        "no Framed-MTU, no override"
+    );
 }
