@@ -2,7 +2,9 @@
 //! `ragw dev`'s TEAP gateway: Basic-Password-Auth with the dev bootstrap password ends in
 //! EAP-Success with the MPPE keys equal to the peer's MSK (hostap declines the offered
 //! certificate provisioning: it has no PKCS#10 support), audited as `gateway.access_granted`;
-//! a wrong password ends in EAP-Failure, audited as `gateway.refused`.
+//! a wrong password ends in EAP-Failure, audited as `gateway.refused`. A device certificate
+//! (an IDevID under a label's trust anchors, configured in a `[teap]` section given to
+//! `ragw dev --config`) authenticates in phase 1 without a password.
 //!
 //! eapol_test with EAP-TEAP is built from Debian's `wpa` sources by `.ci/build-hostap-peers`
 //! (Debian's binary lacks TEAP); it is found through RAGW_EAPOL_TEST or the peers cache.
@@ -58,18 +60,23 @@ fn eapol_test() -> Option<PathBuf> {
 }
 
 fn config(dir: &Path, identity: &str, password: &str, ca: &Path) -> PathBuf {
+    config_with(dir, identity, ca, &[("password", password.to_string())])
+}
+
+fn config_with(dir: &Path, identity: &str, ca: &Path, auth: &[(&str, String)]) -> PathBuf {
     let mut text = String::from("network={\n\tkey_mgmt=IEEE8021X\n\teap=TEAP\n\teapol_flags=0\n");
-    for (k, v) in [
+    let mut lines = vec![
         ("identity", identity.to_string()),
-        ("password", password.to_string()),
         ("ca_cert", ca.display().to_string()),
         // hostap's TEAP peer wants a PAC file name; the file need not exist.
         ("pac_file", dir.join("eapol_test.pac").display().to_string()),
-    ] {
+    ];
+    lines.extend(auth.iter().cloned());
+    for (k, v) in lines {
         writeln!(text, "\t{k}=\"{v}\"").unwrap();
     }
     text.push_str("}\n");
-    let path = dir.join(format!("{identity}.conf"));
+    let path = dir.join(format!("{}.conf", identity.replace('@', "_")));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -153,4 +160,84 @@ fn hostap_peer_authenticates_with_the_bootstrap_password() {
     assert!(!ok, "a wrong password was accepted:\n{out}");
     let (_, _, details) = wait_for_audit(&db, "gateway.refused", "wrong user name or password");
     assert!(details.contains("sn-teap-2"), "{details}");
+}
+
+#[test]
+fn hostap_peer_authenticates_with_an_idevid_under_the_label_anchors() {
+    let Some(eapol_test) = eapol_test() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    // The device maker's CA and one device certificate (serialNumber in the subject).
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Maker IDevID CA");
+    let maker_ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let device_key = rcgen::KeyPair::generate().unwrap();
+    let mut device = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    device
+        .distinguished_name
+        .push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 5]), "IDEV-0001");
+    device.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let device_cert = device.signed_by(&device_key, &issuer).unwrap();
+    let anchors = work.path().join("maker-ca.pem");
+    std::fs::write(&anchors, maker_ca.pem()).unwrap();
+    let cert = work.path().join("device.pem");
+    std::fs::write(&cert, device_cert.pem()).unwrap();
+    let key = work.path().join("device.key");
+    std::fs::write(&key, device_key.serialize_pem()).unwrap();
+    let dev_config = work.path().join("dev.toml");
+    std::fs::write(
+        &dev_config,
+        format!(
+            "[teap.labels.factory]\nprofile = \"iot\"\n\n[teap.labels.factory.client_cert]\n\
+             trust_anchors = \"{}\"\n\n[teap.labels.factory.provisioning]\ncertificate = \"never\"\n",
+            anchors.display()
+        ),
+    )
+    .unwrap();
+
+    let dev = Dev::start(&["--config", dev_config.to_str().unwrap()]);
+    let server: SocketAddr = dev.endpoint("radius").parse().unwrap();
+    let secret = std::fs::read_to_string(dev.dir.join("radius-secret")).unwrap();
+    let root = dev.dir.join("ca").join("root.pem");
+    let peer = config_with(
+        work.path(),
+        "anonymous@factory",
+        &root,
+        &[
+            ("client_cert", cert.display().to_string()),
+            ("private_key", key.display().to_string()),
+        ],
+    );
+    let (ok, out) = run(&eapol_test, &peer, server, secret.trim());
+    assert!(ok, "eapol_test failed:\n{out}");
+    let (_, _, details) = wait_for_audit(
+        &dev.dir.join("ragw.db"),
+        "gateway.access_granted",
+        "IDEV-0001",
+    );
+    assert!(details.contains("device certificate"), "{details}");
+    assert!(details.contains("\"label\":\"factory\""), "{details}");
+
+    // The same certificate under the password-only label: refused (no password configured in
+    // the peer, and the certificate is neither trusted there nor one ragw issued).
+    let elsewhere = config_with(
+        work.path(),
+        "anonymous@iot",
+        &root,
+        &[
+            ("client_cert", cert.display().to_string()),
+            ("private_key", key.display().to_string()),
+        ],
+    );
+    let (ok, out) = run(&eapol_test, &elsewhere, server, secret.trim());
+    assert!(
+        !ok,
+        "accepted under a label that does not trust the maker CA:\n{out}"
+    );
 }
