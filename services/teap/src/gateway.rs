@@ -100,6 +100,9 @@ struct Shared<E: TeapEngine> {
 #[derive(Debug, Clone)]
 struct Context {
     label: String,
+    /// The configured RADIUS client the conversation started through; only it may continue
+    /// the conversation (a State seen by one NAS is no key for another).
+    client: String,
     outer_identity: String,
     source: SocketAddr,
     nas: String,
@@ -387,6 +390,18 @@ impl<E: TeapEngine> TeapGateway<E> {
                             .into(),
                     );
                 }
+                Some(Entry {
+                    slot: Slot::Idle(held),
+                    ..
+                }) if held.context.client != client.name => {
+                    drop(table);
+                    let context = Context::new(radius, client, request.key.source, b"");
+                    return shared.refuse_early(
+                        &context,
+                        Some(identifier),
+                        "the State belongs to a conversation another RADIUS client started".into(),
+                    );
+                }
                 Some(entry) => match std::mem::replace(&mut entry.slot, Slot::Busy) {
                     Slot::Idle(held) => held,
                     Slot::Busy => {
@@ -530,6 +545,7 @@ impl Context {
         };
         Context {
             label: String::new(),
+            client: client.name.clone(),
             outer_identity,
             source,
             nas,

@@ -950,3 +950,26 @@ async fn framed_mtu_sizes_the_tls_fragments() {
         "no Framed-MTU, no override"
     );
 }
+
+#[tokio::test]
+async fn another_client_cannot_continue_a_conversation() {
+    let mut h = Harness::new(
+        config(vec![label_with_password("iot")]),
+        Script::default(),
+        FakeRegistrar::default(),
+    );
+    let (start, _) = h.exchange(&identity_response(1, b"a@iot"), None).await;
+    let state = state_of(&start);
+    let (key, packet) = h.request(&teap_response(2), Some(&state));
+    let other = Client {
+        name: "nas2".into(),
+        secret: Secret::new(RADIUS_SECRET.to_vec()).unwrap(),
+    };
+    let Handled::Reply(reply) = h.gateway.handle(key, &other, &packet) else {
+        panic!();
+    };
+    assert_eq!(reply.code, Code::AccessReject);
+    // The conversation itself goes on for the client that started it.
+    let (next, _) = h.exchange(&teap_response(2), Some(&state)).await;
+    assert_eq!(next.code, Code::AccessChallenge);
+}
