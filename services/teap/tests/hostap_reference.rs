@@ -1,7 +1,8 @@
 //! The hostap peers against each other, before they are pointed at ragw's own TEAP server:
 //! hostap's TEAP peer `eapol_test` authenticates over RADIUS to hostapd's integrated EAP-TEAP
 //! server (a standalone RADIUS server, `driver=none`), TLS 1.2, with a phase-1 client
-//! certificate and no inner method, and with Basic-Password-Auth inside the tunnel. The MSK
+//! certificate and no inner method, with Basic-Password-Auth inside the tunnel, and with an
+//! inner EAP-MSCHAPv2 (whose MSK feeds the key schedule, unlike the other two). The MSK
 //! the peer derives must equal the one hostapd derives and the MS-MPPE keys of its
 //! Access-Accept; a wrong password must fail. This proves the binaries and the test harness
 //! (locators, config writer, runner, MSK parsing) are real.
@@ -94,6 +95,8 @@ enum ServerAuth {
     ClientCertificate = 2,
     /// 1: Basic-Password-Auth inside the tunnel.
     BasicPassword = 1,
+    /// 0: an inner EAP method (the user's first method in the user file: MSCHAPv2).
+    InnerEap = 0,
 }
 
 struct Hostapd {
@@ -113,10 +116,10 @@ impl Hostapd {
 fn start_hostapd(hostapd: &Path, dir: &Path, pki: &Pki, auth: ServerAuth) -> Hostapd {
     let users = dir.join("hostapd.eap_user");
     // Phase 1: any identity gets TEAP. Phase 2 ([2]): the client certificate's subject as
-    // hostapd spells it, and the Basic-Password-Auth user.
+    // hostapd spells it, and the password user (Basic-Password-Auth or inner EAP-MSCHAPv2).
     std::fs::write(
         &users,
-        format!("*\tTEAP\n\"/CN={DEVICE}\"\tTLS\t[2]\n\"{USER}\"\tGTC\t\"{PASSWORD}\"\t[2]\n"),
+        format!("*\tTEAP\n\"/CN={DEVICE}\"\tTLS\t[2]\n\"{USER}\"\tMSCHAPV2\t\"{PASSWORD}\"\t[2]\n"),
     )
     .unwrap();
     let clients = dir.join("hostapd.radius_clients");
@@ -205,6 +208,7 @@ fn authenticate(
 enum TeapPeerAuthOwned {
     ClientCertificate { cert: PathBuf, key: PathBuf },
     BasicPassword { password: String },
+    InnerEap { method: String, password: String },
 }
 
 impl TeapPeerAuthOwned {
@@ -212,6 +216,7 @@ impl TeapPeerAuthOwned {
         match self {
             Self::ClientCertificate { cert, key } => TeapPeerAuth::ClientCertificate { cert, key },
             Self::BasicPassword { password } => TeapPeerAuth::BasicPassword { password },
+            Self::InnerEap { method, password } => TeapPeerAuth::InnerEap { method, password },
         }
     }
 }
@@ -297,5 +302,26 @@ fn teap_basic_password_auth_wrong_password_fails() {
     assert!(
         run.stdout.contains("Access-Reject"),
         "hostapd did not answer with Access-Reject"
+    );
+}
+
+#[test]
+fn teap_inner_eap_mschapv2() {
+    let Some((run, log)) = authenticate(ServerAuth::InnerEap, |_| {
+        (
+            USER.to_string(),
+            TeapPeerAuthOwned::InnerEap {
+                method: "MSCHAPV2".to_string(),
+                password: PASSWORD.to_string(),
+            },
+        )
+    }) else {
+        return;
+    };
+    assert_same_msk_everywhere(&run, &log);
+    // The inner method's MSK went into the compound keys (IMSK), not a zero IMSK.
+    assert!(
+        hexdump(&run.stdout, "EAP-TEAP: IMSK from MSK").is_some_and(|imsk| imsk != [0u8; 32]),
+        "no inner-method IMSK in eapol_test's log"
     );
 }
