@@ -8,6 +8,7 @@
 //! `ragw` binary yet.
 
 pub mod eap;
+pub mod keys;
 pub mod radius;
 pub mod radius_server;
 pub mod tlv;

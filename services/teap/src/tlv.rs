@@ -222,6 +222,29 @@ impl CryptoBinding {
         out.extend_from_slice(&self.msk_compound_mac);
         out
     }
+
+    /// The whole TLV (mandatory header, Length 76, value) with both Compound-MAC fields
+    /// zeroed: the first part of the Compound-MAC input (RFC 9930 "Computing the Compound-MAC").
+    pub fn tlv_with_macs_zeroed(&self) -> [u8; 4 + CRYPTO_BINDING_VALUE_LEN] {
+        let mut out = [0; 4 + CRYPTO_BINDING_VALUE_LEN];
+        let [type_hi, type_lo] = (tlv_type::CRYPTO_BINDING | MANDATORY).to_be_bytes();
+        let [len_hi, len_lo] = (CRYPTO_BINDING_VALUE_LEN as u16).to_be_bytes();
+        let header_and_fields = [
+            type_hi,
+            type_lo,
+            len_hi,
+            len_lo,
+            self.reserved,
+            self.version,
+            self.received_version,
+            (self.flags << 4) | (self.sub_type & 0x0f),
+        ];
+        let (head, rest) = out.split_at_mut(header_and_fields.len());
+        head.copy_from_slice(&header_and_fields);
+        let (nonce, _zeroed_macs) = rest.split_at_mut(self.nonce.len());
+        nonce.copy_from_slice(&self.nonce);
+        out
+    }
 }
 
 /// One TEAP TLV. Nested TLV lists are raw octets (see the module docs).
