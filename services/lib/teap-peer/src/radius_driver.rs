@@ -202,14 +202,24 @@ async fn exchange(
     let tries = attrs.max_tries.max(1);
     let mut buf = vec![0u8; radius::MAX_PACKET_LEN];
     for attempt in 0..tries {
-        socket.send(datagram).await?;
+        match socket.send(datagram).await {
+            Ok(_) => {}
+            // An ICMP port-unreachable from an earlier try surfaces on the next call: the
+            // server was not listening yet, which a retransmission may cure.
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(error) => return Err(error.into()),
+        }
         let deadline = tokio::time::Instant::now() + attrs.timeout;
         loop {
             let received = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await;
             let Ok(received) = received else {
                 break;
             };
-            let len = received?;
+            let len = match received {
+                Ok(len) => len,
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(error) => return Err(error.into()),
+            };
             let Some(bytes) = buf.get(..len) else {
                 continue;
             };

@@ -22,6 +22,9 @@ pub const AUTHORITY_ID: &[u8] = b"ragw-test-authority";
 /// A CA, a server certificate for [`SERVER_NAME`] and a client certificate, all from the CA.
 pub struct Pki {
     pub ca_der: CertificateDer<'static>,
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
     pub server_chain: Vec<CertificateDer<'static>>,
     pub server_key: PrivateKeyDer<'static>,
     pub client_chain: Vec<CertificateDer<'static>>,
@@ -46,12 +49,18 @@ impl Pki {
             (
                 vec![cert.der().clone(), ca_cert.der().clone()],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                cert.pem(),
+                key.serialize_pem(),
             )
         };
-        let (server_chain, server_key) = leaf(vec![SERVER_NAME.into()], SERVER_NAME);
-        let (client_chain, client_key) = leaf(vec![], "device-0001");
+        let (server_chain, server_key, server_cert_pem, server_key_pem) =
+            leaf(vec![SERVER_NAME.into()], SERVER_NAME);
+        let (client_chain, client_key, _, _) = leaf(vec![], "device-0001");
         Self {
             ca_der: ca_cert.der().clone(),
+            ca_pem: ca_cert.pem(),
+            server_cert_pem,
+            server_key_pem,
             server_chain,
             server_key,
             client_chain,
