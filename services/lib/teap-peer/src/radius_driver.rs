@@ -16,7 +16,6 @@ use ragw_teap::radius::{
     self, AUTHENTICATOR_LEN, Attribute, Code, MS_MPPE_RECV_KEY, MS_MPPE_SEND_KEY, Packet,
     VENDOR_MICROSOFT, attr,
 };
-use rand::RngCore;
 use tokio::net::UdpSocket;
 
 use crate::{Peer, PeerError, PeerOutcome, PeerStep};
@@ -76,16 +75,15 @@ pub async fn run_over_radius(
     };
     let socket = UdpSocket::bind(local).await?;
     socket.connect(server).await?;
-    let mut rng = rand::rng();
-    let mut radius_identifier = (rng.next_u32() & 0xff) as u8;
+    // Fresh randomness per use (no generator held across awaits keeps this future Send).
+    let mut radius_identifier: u8 = rand::random();
     // NAS-initiated: the NAS asked for the identity on the link, the peer answered.
-    let mut eap_response = peer.identity_response((rng.next_u32() & 0xff) as u8);
+    let mut eap_response = peer.identity_response(rand::random());
     let mut state: Option<Vec<u8>> = None;
     let mut requests = 0;
     let mut retransmissions = 0;
     loop {
-        let mut authenticator = [0u8; AUTHENTICATOR_LEN];
-        rng.fill_bytes(&mut authenticator);
+        let authenticator: [u8; AUTHENTICATOR_LEN] = rand::random();
         let request = build_request(
             radius_identifier,
             authenticator,

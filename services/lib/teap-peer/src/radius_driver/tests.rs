@@ -140,3 +140,18 @@ async fn silence_ends_in_a_timeout_after_max_tries() {
         assert_eq!(&buf[..len], datagram.as_slice());
     }
 }
+
+#[test]
+fn the_driver_future_and_the_peer_are_send_for_spawned_benchmarks() {
+    fn assert_send<T: Send>(_: &T) {}
+    let tls = crate::client_tls_config(&[], None).unwrap();
+    let config = crate::PeerConfig::new(
+        tls,
+        rustls_pki_types::ServerName::try_from("teap.example").unwrap(),
+        "anonymous@example",
+    );
+    let peer = Peer::new(config).unwrap();
+    assert_send(&peer);
+    let future = run_over_radius(peer, ([127, 0, 0, 1], 9).into(), SECRET, attrs());
+    assert_send(&future);
+}
