@@ -390,3 +390,6 @@ fn encode_response(identifier: u8, body: Body) -> Vec<u8> {
     // max_fragment and identities by the caller's config.
     packet.encode().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

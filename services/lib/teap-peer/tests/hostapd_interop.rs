@@ -93,7 +93,14 @@ fn free_udp_port() -> u16 {
     socket.local_addr().unwrap().port()
 }
 
-fn start_hostapd(binary: &Path, pki: &Pki, teap_auth: u8, ciphers: Option<&str>) -> Hostapd {
+/// Optional hostapd settings of one case.
+#[derive(Default)]
+struct Tweaks<'a> {
+    openssl_ciphers: Option<&'a str>,
+    fragment_size: Option<usize>,
+}
+
+fn start_hostapd(binary: &Path, pki: &Pki, teap_auth: u8, tweaks: Tweaks<'_>) -> Hostapd {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     std::fs::write(path("ca.pem"), &pki.ca_pem).unwrap();
@@ -119,8 +126,11 @@ fn start_hostapd(binary: &Path, pki: &Pki, teap_auth: u8, ciphers: Option<&str>)
         cert = path("server.pem").display(),
         key = path("server.key").display(),
     );
-    if let Some(ciphers) = ciphers {
+    if let Some(ciphers) = tweaks.openssl_ciphers {
         conf.push_str(&format!("openssl_ciphers={ciphers}\n"));
+    }
+    if let Some(size) = tweaks.fragment_size {
+        conf.push_str(&format!("fragment_size={size}\n"));
     }
     std::fs::write(path("hostapd.conf"), conf).unwrap();
     let log = path("hostapd.log");
@@ -140,7 +150,7 @@ fn start_hostapd(binary: &Path, pki: &Pki, teap_auth: u8, ciphers: Option<&str>)
     }
 }
 
-fn peer(pki: &Pki, client_cert: bool, password: Option<&str>) -> Peer {
+fn peer(pki: &Pki, client_cert: bool, password: Option<&str>, max_fragment: usize) -> Peer {
     let client_auth = client_cert.then(|| (pki.client_chain.clone(), pki.client_key.clone_key()));
     let tls = client_tls_config(std::slice::from_ref(&pki.ca_der), client_auth).unwrap();
     let mut config = PeerConfig::new(
@@ -149,6 +159,7 @@ fn peer(pki: &Pki, client_cert: bool, password: Option<&str>) -> Peer {
         "anonymous@example",
     );
     config.password = password.map(|p| ("alice".to_string(), p.as_bytes().to_vec()));
+    config.max_fragment = max_fragment;
     Peer::new(config).unwrap()
 }
 
@@ -204,16 +215,33 @@ fn client_certificate_without_inner_method_against_hostapd() {
         return;
     };
     let pki = Pki::new();
-    // Default suite with an EC key: ECDHE-ECDSA-AES256-GCM-SHA384 (PRF SHA-384), then forced
-    // AES128-GCM-SHA256 (PRF SHA-256).
-    for (ciphers, suite) in [
-        (None, 0xc02c_u16),
-        (Some("ECDHE-ECDSA-AES128-GCM-SHA256"), 0xc02b),
-    ] {
-        let hostapd = start_hostapd(&binary, &pki, 2, ciphers);
-        let outcome = run(&hostapd, peer(&pki, true, None));
+    // Default suite with an EC key: ECDHE-ECDSA-AES256-GCM-SHA384 (PRF SHA-384); then
+    // AES128-GCM-SHA256 (PRF SHA-256) with small fragments both ways, so hostapd reassembles
+    // the peer's fragments and the peer hostapd's.
+    let cases = [
+        (Tweaks::default(), 1024, 0xc02c_u16),
+        (
+            Tweaks {
+                openssl_ciphers: Some("ECDHE-ECDSA-AES128-GCM-SHA256"),
+                fragment_size: Some(200),
+            },
+            100,
+            0xc02b,
+        ),
+    ];
+    for (tweaks, max_fragment, suite) in cases {
+        let fragmented = tweaks.fragment_size.is_some();
+        let hostapd = start_hostapd(&binary, &pki, 2, tweaks);
+        let outcome = run(&hostapd, peer(&pki, true, None, max_fragment));
         assert_accepted_with_matching_msk(&hostapd, &outcome);
         assert_eq!(outcome.peer.cipher_suite, Some(suite));
+        if fragmented {
+            assert!(
+                outcome.requests > 10,
+                "fragments and ACKs were exchanged: {} requests",
+                outcome.requests
+            );
+        }
     }
 }
 
@@ -223,13 +251,13 @@ fn basic_password_against_hostapd() {
         return;
     };
     let pki = Pki::new();
-    let hostapd = start_hostapd(&binary, &pki, 1, None);
-    let outcome = run(&hostapd, peer(&pki, false, Some("correct horse")));
+    let hostapd = start_hostapd(&binary, &pki, 1, Tweaks::default());
+    let outcome = run(&hostapd, peer(&pki, false, Some("correct horse"), 1024));
     assert_accepted_with_matching_msk(&hostapd, &outcome);
     assert_eq!(outcome.peer.password_prompts.len(), 1);
 
-    let hostapd = start_hostapd(&binary, &pki, 1, None);
-    let outcome = run(&hostapd, peer(&pki, false, Some("wrong")));
+    let hostapd = start_hostapd(&binary, &pki, 1, Tweaks::default());
+    let outcome = run(&hostapd, peer(&pki, false, Some("wrong"), 1024));
     assert!(!outcome.accepted, "{outcome:?}");
     assert!(!outcome.peer.success);
     assert_eq!(outcome.radius_msk, None);

@@ -506,3 +506,35 @@ fn inner_eap_is_answered_with_identity_or_a_nak() {
     };
     assert_eq!(Packet::parse(inner).unwrap().body, Body::Nak(vec![0]));
 }
+
+#[test]
+fn random_plaintext_never_panics() {
+    let mut state: u64 = 0x853c_49e6_748f_ea9b;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut config = config();
+    config.password = Some(("alice".into(), b"pw".to_vec()));
+    config.csr = Some(Box::new(|_: &[u8]| b"CSR".to_vec()));
+    config.request_trusted_server_root = true;
+    for _ in 0..3000 {
+        let len = (next() % 120) as usize;
+        let mut buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Mostly well-framed TLVs of known types, so the value handlers run.
+        let mut at = 0;
+        while at + 4 <= buf.len() {
+            buf[at] &= 0x80;
+            buf[at + 1] %= 20;
+            buf[at + 2] = 0;
+            let room = buf.len() - at - 4;
+            buf[at + 3] = (usize::from(buf[at + 3]) % (room + 1)) as u8;
+            at += 4 + usize::from(buf[at + 3]);
+        }
+        let mut peer = phase2();
+        let _ = peer.handle(&buf, &mut config);
+        let _ = peer.handle(&buf, &mut config);
+    }
+}
