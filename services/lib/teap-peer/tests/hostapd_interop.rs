@@ -246,6 +246,25 @@ fn client_certificate_without_inner_method_against_hostapd() {
 }
 
 #[test]
+fn outer_identity_type_tlv_against_hostapd() {
+    let Some(binary) = find_hostapd() else {
+        return;
+    };
+    let pki = Pki::new();
+    let hostapd = start_hostapd(&binary, &pki, 2, Tweaks::default());
+    let client_auth = Some((pki.client_chain.clone(), pki.client_key.clone_key()));
+    let tls = client_tls_config(std::slice::from_ref(&pki.ca_der), client_auth).unwrap();
+    let mut config = PeerConfig::new(
+        tls,
+        ServerName::try_from(SERVER_NAME).unwrap(),
+        "anonymous@example",
+    );
+    config.outer_tlvs = ragw_teap::tlv::Tlv::IdentityType(2).encode().unwrap();
+    let outcome = run(&hostapd, Peer::new(config).unwrap());
+    assert_accepted_with_matching_msk(&hostapd, &outcome);
+}
+
+#[test]
 fn basic_password_against_hostapd() {
     let Some(binary) = find_hostapd() else {
         return;

@@ -114,6 +114,21 @@ fn client_certificate_without_inner_method() {
 }
 
 #[test]
+fn peer_outer_identity_type_tlv_enters_both_compound_macs() {
+    // RFC 9930 §7.3: a Phase 1 client certificate goes with an Identity-Type outer TLV.
+    let pki = Pki::new();
+    let mut config = peer_config(&pki, true);
+    config.outer_tlvs = ragw_teap::tlv::Tlv::IdentityType(2).encode().unwrap();
+    let (outcome, finish) = converse(
+        Peer::new(config).unwrap(),
+        server_config(&pki, 1024, None),
+        |_| Answer::Authenticated { provisioning: None },
+    );
+    assert!(outcome.success && finish.accepted, "{outcome:?} {finish:?}");
+    assert_same_keys(&outcome, &finish);
+}
+
+#[test]
 fn basic_password_with_fragmentation_both_ways() {
     let pki = Pki::new();
     let mut config = peer_config(&pki, false);
