@@ -221,6 +221,36 @@ fn certificate_provisioning_returns_the_issued_pkcs7() {
 }
 
 #[test]
+fn password_then_provisioning_takes_two_binding_rounds() {
+    // The server answers the password with Intermediate-Result + Crypto-Binding + the
+    // provisioning Request-Action; the PKCS#7 comes with a second Crypto-Binding.
+    let pki = Pki::new();
+    let mut config = peer_config(&pki, false);
+    config.password = Some(("alice".into(), b"correct horse".to_vec()));
+    config.csr = Some(Box::new(rcgen_csr));
+    let (outcome, finish) = converse(
+        Peer::new(config).unwrap(),
+        server_config(&pki, 1024, None),
+        |question| match question {
+            Question::TunnelUp { .. } => Answer::RequirePassword { prompt: vec![] },
+            Question::CheckPassword { .. } => Answer::Authenticated {
+                provisioning: Some(Provisioning {
+                    csr_attributes_der: vec![0x30, 0x00],
+                    required: true,
+                }),
+            },
+            Question::Enroll { .. } => Answer::Issued {
+                pkcs7_der: b"PKCS7".to_vec(),
+            },
+        },
+    );
+    assert!(outcome.success && finish.accepted, "{outcome:?} {finish:?}");
+    assert_same_keys(&outcome, &finish);
+    assert_eq!(outcome.crypto_binding_rounds, 2);
+    assert_eq!(outcome.pkcs7.as_deref(), Some(&b"PKCS7"[..]));
+}
+
+#[test]
 fn refused_csr_ends_in_failure_with_its_error_code() {
     let pki = Pki::new();
     let mut config = peer_config(&pki, true);
