@@ -49,8 +49,11 @@
 //!   then EAP-Failure. An unknown mandatory TLV from the peer is answered with a NAK TLV and
 //!   the conversation waits for a corrected response. Framing violations, TLS errors and
 //!   exceeding [`ConversationLimits`] end at once with EAP-Failure.
+//! - An empty phase-2 answer (hostap's peer sends one when it recognises no TLV) counts as an
+//!   empty TLV list: it declines an optional provisioning request, and is unexpected elsewhere.
 //! - A response with the wrong EAP identifier, or anything that is not an EAP-Response, is
-//!   [`Next::Discard`]ed; every other problem ends in `Finished { accepted: false, .. }`.
+//!   [`Next::Discard`]ed, as are responses while a question is outstanding and after the end;
+//!   every other problem ends in `Finished { accepted: false, reason, error_code, .. }`.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -73,7 +76,8 @@ use fragment::{Outgoing, Reassembly, Received};
 /// Bounds on one conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConversationLimits {
-    /// Largest TLS data in one of our EAP-Requests (size it from the NAS's Framed-MTU).
+    /// Largest TLS data in one of our EAP-Requests. Size it from the NAS's Framed-MTU: the
+    /// EAP packet adds 6 octets (EAP header, type, flags), 10 on a first fragment with L.
     pub max_tls_fragment: usize,
     /// Largest reassembled peer message (TLS data), and largest decrypted TLV block.
     pub max_message_len: usize,
@@ -489,10 +493,15 @@ impl Conversation {
             return self.finish_failure(failure.reason, failure.error_code);
         }
         if tls_data.is_empty() {
-            return self.fail_now(
-                "peer sent an empty message (an ACK) where TLS data was expected".into(),
-                None,
-            );
+            if self.phase == Phase::Handshake {
+                return self.fail_now(
+                    "peer sent an empty message (an ACK) during the TLS handshake".into(),
+                    None,
+                );
+            }
+            // In phase 2 an empty response says "nothing to send": hostap's peer answers so
+            // when it recognises no TLV (e.g. a Request-Action it does not process).
+            return self.handle_tlvs(&[]);
         }
         self.process_tls(&tls_data)
     }
@@ -529,9 +538,6 @@ impl Conversation {
                 return self.fail_now("peer sent TLVs before the tunnel was up".into(), None);
             }
             return self.tunnel_up();
-        }
-        if plaintext.is_empty() {
-            return self.fail_now("peer's message carried no TLVs".into(), None);
         }
         self.handle_tlvs(&plaintext)
     }
@@ -685,16 +691,8 @@ impl Conversation {
         if peer.result == Some(Status::Failure) {
             return self.peer_failed(peer);
         }
-        let declined = peer.result == Some(Status::Success)
-            || peer.naks.contains(&tlv_type::REQUEST_ACTION)
-            || peer.naks.contains(&tlv_type::PKCS10);
-        if !declined {
-            return self.fail_protected(
-                "no PKCS#10 TLV or Result in answer to the provisioning Request-Action".into(),
-                Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
-                false,
-            );
-        }
+        // No PKCS#10: declined, whether by Result(Success) (RFC 9930 §4.2.9), a NAK, or an
+        // empty answer (hostap).
         if required {
             return self.fail_protected(
                 "peer declined the required certificate provisioning".into(),

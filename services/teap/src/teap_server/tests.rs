@@ -486,6 +486,15 @@ fn client_certificate_without_inner_method_succeeds_with_matching_keys() {
         },
     );
     assert_success_with_matching_keys(&outcome);
+    // rustls prefers the SHA-384 suite here, so the PRF runs on SHA-384 (SHA-256: below).
+    assert_eq!(
+        outcome
+            .peer
+            .tls
+            .negotiated_cipher_suite()
+            .map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
+    );
     assert_eq!(outcome.finish.peer_certificates, [client_leaf]);
     // Appendix C.13: Crypto-Binding(Request) + Result(Success), answered in kind.
     assert_eq!(outcome.peer.received.len(), 1);
@@ -1317,4 +1326,132 @@ fn random_responses_never_panic() {
             }
         }
     }
+}
+
+fn client_tls_with(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: Option<Vec<rustls::SupportedCipherSuite>>,
+) -> Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(suites) = suites {
+        provider.cipher_suites = suites;
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(pki.client_chain.clone(), pki.client_key.clone_key())
+            .unwrap(),
+    )
+}
+
+#[test]
+fn sha256_suite_keys_match_too() {
+    let pki = pki();
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let tls = client_tls_with(&pki, &[&rustls::version::TLS12], Some(vec![suite]));
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        TestPeer::new(tls, Behaviour::default()),
+        |_| authenticated(),
+    );
+    assert_success_with_matching_keys(&outcome);
+    assert_eq!(
+        outcome
+            .peer
+            .tls
+            .negotiated_cipher_suite()
+            .map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
+}
+
+#[test]
+fn tls13_only_peer_is_refused() {
+    let pki = pki();
+    let tls = client_tls_with(&pki, &[&rustls::version::TLS13], None);
+    let mut peer = TestPeer::new(tls, Behaviour::default());
+    let (mut conversation, start) = Conversation::start(
+        server_config(&pki, ConversationLimits::default()),
+        1,
+        b"x".to_vec(),
+        counter_random(),
+    )
+    .unwrap();
+    let PeerStep::Send(hello) = peer.respond(&start) else {
+        panic!("no ClientHello")
+    };
+    let finish = finished(conversation.receive(&hello));
+    assert_failed(&finish, "TLS: peer is incompatible");
+}
+
+#[test]
+fn empty_answer_declines_optional_provisioning_as_hostap_does() {
+    // hostap's peer ignores Request-Action and answers "no recognized TLVs" with an empty
+    // response: optional provisioning is declined, required provisioning fails.
+    for required in [false, true] {
+        let pki = pki();
+        let peer = TestPeer::new(
+            client_tls(&pki, true),
+            Behaviour {
+                tamper: Some(only_first(|_| Vec::new())),
+                ..Behaviour::default()
+            },
+        );
+        let outcome = run(
+            server_config(&pki, ConversationLimits::default()),
+            peer,
+            move |_| provisioning(required),
+        );
+        if required {
+            assert_failed(
+                &outcome.finish,
+                "peer declined the required certificate provisioning",
+            );
+            assert_eq!(outcome.peer.received[1], [Tlv::Result(Status::Failure)]);
+        } else {
+            assert_success_with_matching_keys(&outcome);
+            assert_eq!(
+                types(&outcome.peer.received[1]),
+                [tlv_type::CRYPTO_BINDING, tlv_type::RESULT]
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_answer_to_password_request_is_unexpected() {
+    let pki = pki();
+    let peer = TestPeer::new(
+        client_tls(&pki, false),
+        Behaviour {
+            password: Some((b"a".to_vec(), b"b".to_vec())),
+            tamper: Some(only_first(|_| Vec::new())),
+            ..Behaviour::default()
+        },
+    );
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        peer,
+        |_| Answer::RequirePassword { prompt: Vec::new() },
+    );
+    assert_failed(&outcome.finish, "no Basic-Password-Auth-Resp");
+    assert_eq!(outcome.finish.error_code, Some(2002));
+}
+
+#[test]
+fn conversation_is_send_and_debug_hides_secrets() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Conversation>();
+    assert_send::<Next>();
+    let question = Question::CheckPassword {
+        username: b"alice".to_vec(),
+        password: Zeroizing::new(b"hunter2".to_vec()),
+    };
+    let rendered = format!("{question:?}");
+    assert!(rendered.contains("alice") && !rendered.contains("hunter2"));
 }
