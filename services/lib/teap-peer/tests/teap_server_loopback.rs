@@ -307,7 +307,7 @@ fn declined_provisioning_succeeds_when_optional_and_fails_when_required() {
 
 /// The peer asks as RFC 9930 §3.6.5 and Appendix C.10 show: Crypto-Binding(Response) +
 /// Request-Action(Process-TLV, Trusted-Server-Root) instead of Result(Success), expecting the
-/// server's Trusted-Server-Root + Result(Success). The server conversation (wt-server 0fc63db)
+/// server's Trusted-Server-Root + Result(Success). The server conversation (wt-server as of 08d0c65)
 /// still requires Result(Success) beside the binding and fails with 2002.
 #[test]
 #[ignore = "teap_server does not yet honour a Request-Action answering its Result(Success)"]
