@@ -226,10 +226,15 @@ enum Asked {
 /// What follows a verified Crypto-Binding Response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterBinding {
-    /// We sent Result(Success): the peer's Result(Success) ends the conversation.
+    /// We sent Result(Success): the peer's Result(Success) ends the conversation (or its
+    /// Request-Action for the Trusted-Server-Root starts one more round).
     Finish,
-    /// We sent the provisioning Request-Action alongside.
-    Provision { required: bool },
+    /// We sent Result(Success) with an optional provisioning Request-Action(Success) beside
+    /// it: a PKCS#10 TLV enrolls, Result(Success) alone declines and ends the conversation.
+    OfferProvision,
+    /// We sent a required provisioning Request-Action(Failure) and no Result: only a PKCS#10
+    /// TLV lets the conversation go on.
+    RequireProvision,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,18 +416,39 @@ impl Conversation {
             return Next::Discard("no question is outstanding".into());
         };
         match (asked, answer) {
-            (Asked::TunnelUp, Answer::Authenticated { provisioning }) => match provisioning {
-                None => self.send_final_binding(false, Vec::new()),
-                Some(provisioning) => self.send_provisioning_request(provisioning),
-            },
-            (Asked::CheckPassword, Answer::Authenticated { provisioning }) => match provisioning {
-                None => self.send_final_binding(true, Vec::new()),
-                Some(provisioning) => {
-                    let required = provisioning.required;
-                    let tlvs = provisioning_tlvs(provisioning);
-                    self.send_binding(true, Vec::new(), tlvs, AfterBinding::Provision { required })
+            (
+                asked @ (Asked::TunnelUp | Asked::CheckPassword),
+                Answer::Authenticated { provisioning },
+            ) => {
+                // After Basic-Password-Auth the inner exchange's Intermediate-Result goes along.
+                let intermediate = asked == Asked::CheckPassword;
+                match provisioning {
+                    None => self.send_final_binding(intermediate, Vec::new()),
+                    Some(provisioning) if provisioning.required => {
+                        if intermediate {
+                            let tlvs = provisioning_tlvs(provisioning);
+                            self.send_binding(
+                                true,
+                                Vec::new(),
+                                tlvs,
+                                AfterBinding::RequireProvision,
+                            )
+                        } else {
+                            self.send_provisioning_request(provisioning)
+                        }
+                    }
+                    Some(provisioning) => {
+                        let mut after = vec![Tlv::Result(Status::Success)];
+                        after.extend(provisioning_tlvs(provisioning));
+                        self.send_binding(
+                            intermediate,
+                            Vec::new(),
+                            after,
+                            AfterBinding::OfferProvision,
+                        )
+                    }
                 }
-            },
+            }
             (Asked::TunnelUp | Asked::CheckPassword, Answer::RequirePassword { prompt }) => {
                 self.phase = Phase::AwaitPasswordResp;
                 self.send_tlvs(vec![Tlv::BasicPasswordAuthReq(prompt)])
@@ -709,6 +735,16 @@ impl Conversation {
             if peer.result == Some(Status::Failure) {
                 return self.peer_failed(peer);
             }
+            if let (Some(csr_der), AfterBinding::OfferProvision | AfterBinding::RequireProvision) =
+                (peer.pkcs10.clone(), then)
+            {
+                // The peer processed our Request-Action instead of acknowledging the binding
+                // round; the PKCS#7 round that follows carries a Crypto-Binding of its own, and
+                // success needs that one verified (see the module docs).
+                self.binding_request = None;
+                self.phase = Phase::Asked(Asked::Enroll);
+                return Next::Ask(Question::Enroll { csr_der });
+            }
             return self.fail_protected(
                 "no Crypto-Binding TLV in answer to our Crypto-Binding Request".into(),
                 Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
@@ -731,33 +767,46 @@ impl Conversation {
             self.phase = Phase::Asked(Asked::Enroll);
             return Next::Ask(Question::Enroll { csr_der });
         }
-        match then {
-            AfterBinding::Finish => {
-                if peer.result != Some(Status::Success) {
-                    return self.fail_protected(
-                        "no Result TLV in answer to our Result(Success)".into(),
-                        Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
-                        false,
-                    );
-                }
-                let use_emsk_chain = self
-                    .keys
-                    .as_ref()
-                    .is_some_and(|keys| keys.binding_uses_emsk_chain(&binding));
-                self.finish_success(use_emsk_chain)
-            }
-            AfterBinding::Provision { required } => {
-                if required {
-                    return self.fail_protected(
-                        "peer declined the required certificate provisioning".into(),
-                        None,
-                        false,
-                    );
-                }
-                tracing::debug!("peer declined optional certificate provisioning");
-                self.send_final_binding(false, Vec::new())
-            }
+        if then == AfterBinding::RequireProvision {
+            return self.fail_protected(
+                "peer declined the required certificate provisioning".into(),
+                None,
+                false,
+            );
         }
+        if let Some(status) = peer.trusted_server_root_request {
+            // RFC 9930 Appendix C.10 pattern: a Request-Action answering our Result(Success).
+            // With roots configured they go out beside a fresh Crypto-Binding + Result(Success)
+            // (encode_and_seal adds them); without, the request is not processed and its own
+            // Status decides (§4.2.9).
+            if self.send_trusted_server_root || status == Status::Success {
+                tracing::debug!(
+                    served = self.send_trusted_server_root,
+                    "peer asked for the Trusted-Server-Root"
+                );
+                return self.send_final_binding(false, Vec::new());
+            }
+            return self.fail_protected(
+                "peer requires a Trusted-Server-Root this server has not got".into(),
+                None,
+                false,
+            );
+        }
+        if peer.result != Some(Status::Success) {
+            return self.fail_protected(
+                "no Result TLV in answer to our Result(Success)".into(),
+                Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
+                false,
+            );
+        }
+        if then == AfterBinding::OfferProvision {
+            tracing::debug!("peer declined optional certificate provisioning");
+        }
+        let use_emsk_chain = self
+            .keys
+            .as_ref()
+            .is_some_and(|keys| keys.binding_uses_emsk_chain(&binding));
+        self.finish_success(use_emsk_chain)
     }
 
     /// RFC 9930 §4.2.13 checks on the peer's Crypto-Binding Response.
@@ -1071,6 +1120,9 @@ struct PeerTlvs {
     errors: Vec<u32>,
     naks: Vec<u16>,
     pac: bool,
+    /// The peer asked for the Trusted-Server-Root: with a Request-Action, its Status.
+    trusted_server_root_request: Option<Status>,
+    /// The peer asked for it at all (a Request-Action or a bare Trusted-Server-Root TLV).
     asks_trusted_server_root: bool,
 }
 
@@ -1091,8 +1143,13 @@ impl PeerTlvs {
                 Tlv::Error(code) => peer.errors.push(*code),
                 Tlv::Nak { nak_type, .. } => peer.naks.push(*nak_type),
                 Tlv::Pac(_) => peer.pac = true,
-                Tlv::TrustedServerRoot { .. } => peer.asks_trusted_server_root = true,
+                Tlv::TrustedServerRoot { .. } => {
+                    peer.asks_trusted_server_root = true;
+                    peer.trusted_server_root_request
+                        .get_or_insert(Status::Success);
+                }
                 Tlv::RequestAction {
+                    status,
                     action: Action::ProcessTlv,
                     ..
                 } => {
@@ -1104,7 +1161,11 @@ impl PeerTlvs {
                                 .any(|inner| matches!(inner, Tlv::TrustedServerRoot { .. }))
                         })
                     });
-                    peer.asks_trusted_server_root |= asks_root;
+                    if asks_root {
+                        peer.asks_trusted_server_root = true;
+                        peer.trusted_server_root_request =
+                            Some(worse(peer.trusted_server_root_request, *status));
+                    }
                 }
                 _ => {}
             }
