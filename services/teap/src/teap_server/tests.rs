@@ -1551,3 +1551,121 @@ fn conversation_is_send_and_debug_hides_secrets() {
     let rendered = format!("{question:?}");
     assert!(rendered.contains("alice") && !rendered.contains("hunter2"));
 }
+
+/// The peer's first Crypto-Binding round answered with `instead` in place of its Result.
+fn result_replaced_by(instead: Tlv) -> Tamper {
+    only_first(move |reply| {
+        let changed: Vec<Tlv> = reply
+            .iter()
+            .map(|tlv| match tlv {
+                Tlv::Result(_) => instead.clone(),
+                other => other.clone(),
+            })
+            .collect();
+        tlv::encode_tlvs(&changed).expect("encodes")
+    })
+}
+
+fn trusted_server_root_request(status: Status) -> Tlv {
+    Tlv::RequestAction {
+        status,
+        action: Action::ProcessTlv,
+        tlvs: Tlv::TrustedServerRoot {
+            credential_format: 1,
+            tlvs: Vec::new(),
+        }
+        .encode()
+        .expect("encodes"),
+    }
+}
+
+#[test]
+fn trusted_server_root_request_answering_result_gets_roots_and_a_fresh_binding() {
+    // Appendix C.10 pattern: Crypto-Binding(Response) + Request-Action instead of a Result.
+    for roots in [true, false] {
+        let pki = pki();
+        let peer = TestPeer::new(
+            client_tls(&pki, true),
+            Behaviour {
+                tamper: Some(result_replaced_by(trusted_server_root_request(
+                    Status::Success,
+                ))),
+                ..Behaviour::default()
+            },
+        );
+        let mut config = (*server_config(&pki, ConversationLimits::default())).clone();
+        if !roots {
+            config.trusted_server_root_pkcs7 = None;
+        }
+        let outcome = run(Arc::new(config), peer, |_| authenticated());
+        assert_success_with_matching_keys(&outcome);
+        let mut expected = vec![tlv_type::CRYPTO_BINDING, tlv_type::RESULT];
+        if roots {
+            expected.push(tlv_type::TRUSTED_SERVER_ROOT);
+        }
+        assert_eq!(types(&outcome.peer.received[1]), expected, "roots={roots}");
+        assert_eq!(
+            outcome.peer.trusted_server_root,
+            roots.then(|| Tlv::Pkcs7(TRUST_ROOT_PKCS7.to_vec()).encode().unwrap())
+        );
+    }
+}
+
+#[test]
+fn unserved_required_trusted_server_root_request_fails() {
+    let pki = pki();
+    let peer = TestPeer::new(
+        client_tls(&pki, true),
+        Behaviour {
+            tamper: Some(result_replaced_by(trusted_server_root_request(
+                Status::Failure,
+            ))),
+            ..Behaviour::default()
+        },
+    );
+    let mut config = (*server_config(&pki, ConversationLimits::default())).clone();
+    config.trusted_server_root_pkcs7 = None;
+    let outcome = run(Arc::new(config), peer, |_| authenticated());
+    assert_failed(&outcome.finish, "Trusted-Server-Root");
+}
+
+#[test]
+fn csr_with_a_bad_binding_answering_the_offer_is_a_tunnel_compromise() {
+    let pki = pki();
+    let peer = TestPeer::new(
+        client_tls(&pki, true),
+        Behaviour {
+            csr: Some(csr(&pki)),
+            tamper: Some(only_first(|reply| {
+                let changed: Vec<Tlv> = reply
+                    .iter()
+                    .map(|tlv| match tlv {
+                        Tlv::CryptoBinding(binding) => {
+                            let mut binding = binding.clone();
+                            binding.msk_compound_mac[0] ^= 1;
+                            Tlv::CryptoBinding(binding)
+                        }
+                        other => other.clone(),
+                    })
+                    .collect();
+                tlv::encode_tlvs(&changed).expect("encodes")
+            })),
+            ..Behaviour::default()
+        },
+    );
+    let mut questions = Vec::new();
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        peer,
+        |question| {
+            questions.push(format!("{question:?}"));
+            provisioning(false)
+        },
+    );
+    assert_failed(&outcome.finish, "Crypto-Binding Response invalid");
+    assert_eq!(outcome.finish.error_code, Some(2001));
+    assert!(
+        !questions.iter().any(|q| q.starts_with("Enroll")),
+        "a CSR under a bad binding reached the driver: {questions:?}"
+    );
+}
