@@ -44,9 +44,9 @@ const SECRET: &str = "eapol-test-interop-secret";
 const DEVICE: &str = "device-0001";
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse";
-/// Error TLV code sent with a refused password (RFC 9930 §4.2.6: 1 "User account credentials
-/// incorrect" is informational; hostap only logs it).
-const BAD_CREDENTIALS: u32 = 1;
+/// Error TLV code sent with a refused password: 1003 "Unspecified authentication failure"
+/// (RFC 9930 §4.2.6, a warning; the Result(Failure) beside it ends the conversation).
+const BAD_CREDENTIALS: u32 = 1003;
 
 // ---- PKI ------------------------------------------------------------------------------------
 
@@ -113,6 +113,7 @@ struct ServerOutcome {
     accepted: bool,
     msk: Option<[u8; 64]>,
     reason: String,
+    error_code: Option<u32>,
     peer_certificates: usize,
 }
 
@@ -240,6 +241,7 @@ impl TeapHandler {
                         accepted: finish.accepted,
                         msk: finish.keys.as_ref().map(|keys| keys.msk),
                         reason: finish.reason.clone(),
+                        error_code: finish.error_code,
                         peer_certificates: finish.peer_certificates.len(),
                     });
                     return Reply { code, attributes };
@@ -548,6 +550,7 @@ fn wrong_password_rejected() {
     };
     assert!(!outcome.accepted && outcome.msk.is_none(), "{outcome:?}");
     assert!(outcome.reason.contains("wrong password"), "{outcome:?}");
+    assert_eq!(outcome.error_code, Some(BAD_CREDENTIALS));
 }
 
 #[test]
