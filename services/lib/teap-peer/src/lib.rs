@@ -8,7 +8,10 @@
 //!   reassembled and ACKed; the peer's own messages are cut at [`PeerConfig::max_fragment`].
 //! - Phase 2: Basic-Password-Auth-Req → Basic-Password-Auth-Resp from [`PeerConfig::password`];
 //!   Request-Action(Process-TLV, PKCS#10) → a PKCS#10 TLV from [`PeerConfig::csr`] (called with
-//!   the CSR-Attributes DER), or the request's Status as Result when `csr` is None (declined);
+//!   the CSR-Attributes DER), or the request's Status as Result when `csr` is None (declined).
+//!   A Request-Action bundled with the server's Result(Success) (optional provisioning) is
+//!   answered with the PKCS#10 instead of the Result when there is a builder (RFC 9930 §4.2.9:
+//!   another Result round follows), and with Result(Success) when there is none;
 //!   PKCS#7, Trusted-Server-Root, Intermediate-Result and Error TLVs are kept; a Crypto-Binding
 //!   Request is verified and answered (nonce with its LSB set; MSK MAC, plus the EMSK MAC when the
 //!   chain has an EMSK); Result is echoed. Keys come from `ragw_teap::keys` (the project's one

@@ -174,6 +174,7 @@ impl Phase2 {
         self.collect_credentials(&tlvs);
 
         // 3. Result or Request-Action.
+        let mut acknowledge_success = false;
         match server_result {
             Some(Status::Failure) => {
                 // §3.9.3: answer a failed Result with a failed Result (no Crypto-Binding).
@@ -200,17 +201,17 @@ impl Phase2 {
                         "Result(Success) before any Crypto-Binding exchange".into(),
                     );
                 }
-                if config.request_trusted_server_root && !self.trusted_root_requested {
-                    // §3.6.5: the peer asks for more instead of acknowledging the result.
-                    self.trusted_root_requested = true;
-                    out.push(trusted_server_root_request());
-                } else {
-                    out.push(Tlv::Result(Status::Success));
-                    self.sent_result = Some(Status::Success);
-                }
+                acknowledge_success = true;
             }
             None => {}
         }
+        // A server may bundle a Request-Action with its Result(Success) (optional
+        // provisioning). §4.2.9: the receiver "MAY choose to process any of the TLVs"; one it
+        // processes is answered instead of the Result ("another round of Result TLV exchange
+        // would occur"), one it declines with "a Result TLV with the same code in the Status
+        // field".
+        let mut processed_any = false;
+        let mut declined: Option<Status> = None;
         for tlv in &tlvs {
             if let Tlv::RequestAction {
                 status,
@@ -222,14 +223,40 @@ impl Phase2 {
                     Action::ProcessTlv => self.process_tlv_request(nested, &tlvs, config, &mut out),
                     Action::NegotiateEap => false,
                 };
-                if !processed && !out.iter().any(|t| matches!(t, Tlv::Result(_))) {
-                    // §4.2.9: a declined request is answered with its own Status as Result.
-                    self.collected.notes.push(format!(
-                        "declined Request-Action ({action:?}), answered Result({status:?})"
-                    ));
-                    out.push(Tlv::Result(*status));
-                    self.sent_result = Some(*status);
+                if processed {
+                    processed_any = true;
+                } else {
+                    self.collected
+                        .notes
+                        .push(format!("declined Request-Action ({action:?}, {status:?})"));
+                    declined = Some(match declined {
+                        Some(Status::Failure) => Status::Failure,
+                        _ => *status,
+                    });
                 }
+            }
+        }
+        if !processed_any {
+            let result = match (acknowledge_success, declined) {
+                (_, Some(Status::Failure)) => Some(Status::Failure),
+                (true, _) => Some(Status::Success),
+                (false, declined) => declined,
+            };
+            match result {
+                Some(Status::Success)
+                    if acknowledge_success
+                        && config.request_trusted_server_root
+                        && !self.trusted_root_requested =>
+                {
+                    // §3.6.5: the peer asks for more instead of acknowledging the result.
+                    self.trusted_root_requested = true;
+                    out.push(trusted_server_root_request());
+                }
+                Some(status) => {
+                    out.push(Tlv::Result(status));
+                    self.sent_result = Some(status);
+                }
+                None => {}
             }
         }
 

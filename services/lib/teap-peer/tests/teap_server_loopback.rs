@@ -251,6 +251,35 @@ fn password_then_provisioning_takes_two_binding_rounds() {
 }
 
 #[test]
+fn optional_provisioning_offer_is_taken_by_a_peer_with_a_csr_builder() {
+    // The offer comes with the first Crypto-Binding + Result(Success); the peer answers with
+    // its binding and a PKCS#10, and the PKCS#7 comes with a second binding round.
+    let pki = Pki::new();
+    let mut config = peer_config(&pki, true);
+    config.csr = Some(Box::new(rcgen_csr));
+    let (outcome, finish) = converse(
+        Peer::new(config).unwrap(),
+        server_config(&pki, 1024, None),
+        |question| match question {
+            Question::TunnelUp { .. } => Answer::Authenticated {
+                provisioning: Some(Provisioning {
+                    csr_attributes_der: vec![0x30, 0x00],
+                    required: false,
+                }),
+            },
+            Question::Enroll { .. } => Answer::Issued {
+                pkcs7_der: b"PKCS7".to_vec(),
+            },
+            other => panic!("unexpected {other:?}"),
+        },
+    );
+    assert!(outcome.success && finish.accepted, "{outcome:?} {finish:?}");
+    assert_same_keys(&outcome, &finish);
+    assert_eq!(outcome.crypto_binding_rounds, 2);
+    assert_eq!(outcome.pkcs7.as_deref(), Some(&b"PKCS7"[..]));
+}
+
+#[test]
 fn refused_csr_ends_in_failure_with_its_error_code() {
     let pki = Pki::new();
     let mut config = peer_config(&pki, true);
@@ -307,10 +336,8 @@ fn declined_provisioning_succeeds_when_optional_and_fails_when_required() {
 
 /// The peer asks as RFC 9930 §3.6.5 and Appendix C.10 show: Crypto-Binding(Response) +
 /// Request-Action(Process-TLV, Trusted-Server-Root) instead of Result(Success), expecting the
-/// server's Trusted-Server-Root + Result(Success). The server conversation (wt-server as of 08d0c65)
-/// still requires Result(Success) beside the binding and fails with 2002.
+/// server's Trusted-Server-Root + Result(Success) (with a fresh Crypto-Binding round).
 #[test]
-#[ignore = "teap_server does not yet honour a Request-Action answering its Result(Success)"]
 fn trusted_server_root_is_delivered_on_request() {
     let pki = Pki::new();
     let mut config = peer_config(&pki, true);

@@ -149,6 +149,16 @@ pub struct EapolTestConfig<'a> {
 /// by default). hostap's TEAP peer refuses to start without a PAC file; `DIR/eapol_test.pac`
 /// need not exist.
 pub fn write_eapol_test_config(dir: &Path, config: &EapolTestConfig) -> PathBuf {
+    write_eapol_test_config_with(dir, config, &[])
+}
+
+/// [`write_eapol_test_config`] with extra raw network lines (e.g. `fragment_size=200`,
+/// `openssl_ciphers="ECDHE-ECDSA-AES128-GCM-SHA256"`).
+pub fn write_eapol_test_config_with(
+    dir: &Path,
+    config: &EapolTestConfig,
+    extra_network_lines: &[&str],
+) -> PathBuf {
     let mut network =
         String::from("network={\n\tkey_mgmt=IEEE8021X\n\teap=TEAP\n\teapol_flags=0\n");
     let mut line = |name: &str, value: &str| {
@@ -174,6 +184,10 @@ pub fn write_eapol_test_config(dir: &Path, config: &EapolTestConfig) -> PathBuf 
             line("password", password);
             line("phase2", &format!("auth={method}"));
         }
+    }
+    for extra in extra_network_lines {
+        assert!(!extra.contains('\n'), "one line per entry: {extra:?}");
+        writeln!(network, "\t{extra}").unwrap();
     }
     network.push_str("}\n");
     let path = dir.join("eapol_test.conf");
@@ -230,6 +244,19 @@ pub fn run_eapol_test(
     secret: &str,
     timeout_seconds: u32,
 ) -> EapolTestRun {
+    run_eapol_test_with(eapol_test, config, server, secret, timeout_seconds, &[])
+}
+
+/// [`run_eapol_test`] with extra arguments, e.g. `-N12:d:300` (an Access-Request attribute:
+/// Framed-MTU 300 instead of eapol_test's default 1400).
+pub fn run_eapol_test_with(
+    eapol_test: &Path,
+    config: &Path,
+    server: SocketAddr,
+    secret: &str,
+    timeout_seconds: u32,
+    extra_args: &[&str],
+) -> EapolTestRun {
     let out = Command::new(eapol_test)
         .arg("-c")
         .arg(config)
@@ -238,6 +265,7 @@ pub fn run_eapol_test(
         .arg(format!("-s{secret}"))
         .arg("-r0")
         .arg(format!("-t{timeout_seconds}"))
+        .args(extra_args)
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -326,6 +326,59 @@ fn pkcs10_request_without_a_builder_is_declined_with_its_status() {
 }
 
 #[test]
+fn bundled_optional_offer_is_answered_with_a_csr_instead_of_the_result() {
+    // The server's optional provisioning offer rides with Crypto-Binding + Result(Success)
+    // (RFC 9930 §4.2.9: a Request-Action "in response to a ... Result TLV"). With a CSR
+    // builder the peer processes it: binding + PKCS#10 and no Result yet; without one it
+    // acknowledges the Result and the offer is declined.
+    for with_builder in [true, false] {
+        let mut server = ServerKeys::new();
+        let mut peer = phase2();
+        let mut config = config();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        if with_builder {
+            config.csr = Some(csr_recorder(seen.clone()));
+        }
+        let out = handle(
+            &mut peer,
+            &mut config,
+            &[
+                Tlv::CryptoBinding(server.request(0x42)),
+                Tlv::Result(Status::Success),
+                Tlv::RequestAction {
+                    status: Status::Success,
+                    action: Action::ProcessTlv,
+                    tlvs: vec![0x00, 0x10, 0, 0],
+                },
+                Tlv::CsrAttributes(vec![0x30, 0x00]),
+            ],
+        );
+        server.verify(response_binding(&out));
+        let types: Vec<u16> = out.iter().map(Tlv::tlv_type).collect();
+        if with_builder {
+            assert_eq!(
+                types,
+                [tlv_type::CRYPTO_BINDING, tlv_type::PKCS10],
+                "{out:?}"
+            );
+            assert_eq!(*seen.lock().unwrap(), [vec![0x30, 0x00]]);
+            assert!(
+                !peer.protected_success(),
+                "the Result round is still to come"
+            );
+        } else {
+            assert_eq!(
+                types,
+                [tlv_type::CRYPTO_BINDING, tlv_type::RESULT],
+                "{out:?}"
+            );
+            assert_eq!(out[1], Tlv::Result(Status::Success));
+            assert!(peer.protected_success());
+        }
+    }
+}
+
+#[test]
 fn issued_certificate_message_is_kept_and_acknowledged() {
     // Appendix C.11 step 3: PKCS#7 + Intermediate-Result(Success) + Crypto-Binding + Result.
     let mut server = ServerKeys::new();
