@@ -26,18 +26,45 @@
 //!   Finished goes out together with the first Phase 2 TLVs.
 //! - Phase 2, by the answer:
 //!   - [`Answer::Authenticated`] without provisioning: Crypto-Binding(Request) +
-//!     Result(Success) (Appendix C.13); with provisioning: Request-Action(Process-TLV, an
-//!     empty PKCS#10 TLV) + CSR-Attributes TLV (Appendix C.11).
+//!     Result(Success) (Appendix C.13). After Basic-Password-Auth
+//!     ([`Question::CheckPassword`]) an Intermediate-Result(Success) goes along.
+//!   - With *optional* provisioning (`required: false`) the same message also carries the
+//!     offer: Crypto-Binding(Request) + Result(Success) + Request-Action(Status Success,
+//!     Process-TLV, an empty PKCS#10 TLV) + CSR-Attributes TLV. A lone Request-Action would
+//!     hang hostap 2.10's peer (it finds no TLV it recognises and sends nothing), while it
+//!     ignores one bundled with the binding round and completes. RFC 9930 §4.2.9 allows the
+//!     bundle: "The Request-Action TLV MAY be sent by both the peer and the server in response
+//!     to a successful or failed Result TLV", and the receiver "MAY choose to process any of
+//!     the TLVs"; "If the receiving entity chooses NOT to process any TLV in the list, then it
+//!     sends back a Result TLV with the same code in the Status field", and "After processing
+//!     the TLVs ... another round of Result TLV exchange would occur". So the peer's
+//!     Crypto-Binding(Response) + Result(Success) without PKCS#10 declines and ends in
+//!     EAP-Success; a PKCS#10 TLV (with or without a Result, which then does not count) is
+//!     the processed request and becomes [`Question::Enroll`]. If the PKCS#10 comes with a
+//!     Crypto-Binding Response, that binding is verified first (a bad one is 2001). If it comes
+//!     without one (the peer took the Request-Action for the whole request, as in the
+//!     Appendix C.11 flow), it is accepted all the same: the PKCS#7 round carries a fresh
+//!     Crypto-Binding, and success requires that one verified. (§4.2.9 text as in RFC 7170
+//!     §4.2.9 with erratum 6157, carried into RFC 9930.)
+//!   - With *required* provisioning the Appendix C.11 flow: Request-Action(Status Failure,
+//!     Process-TLV, PKCS#10) + CSR-Attributes and no Result (after Basic-Password-Auth,
+//!     Intermediate-Result + Crypto-Binding(Request) go along); anything but a PKCS#10 fails.
 //!   - [`Answer::RequirePassword`]: Basic-Password-Auth-Req; the response becomes
-//!     [`Question::CheckPassword`], and success there sends Intermediate-Result(Success) +
-//!     Crypto-Binding(Request) + Result(Success) (or + the provisioning Request-Action).
-//!   - A PKCS#10 TLV from the peer becomes [`Question::Enroll`]; [`Answer::Issued`] sends
-//!     PKCS#7 + Intermediate-Result(Success) + Crypto-Binding(Request) + Result(Success),
-//!     [`Answer::EnrollFailed`] sends Error + Intermediate-Result(Failure) + Result(Failure)
-//!     (Appendix C.12).
+//!     [`Question::CheckPassword`].
+//!   - [`Answer::Issued`] sends PKCS#7 + Intermediate-Result(Success) +
+//!     Crypto-Binding(Request) + Result(Success); [`Answer::EnrollFailed`] sends Error +
+//!     Intermediate-Result(Failure) + Result(Failure) (Appendix C.12).
 //!   - The peer's Crypto-Binding(Response) is checked (version, received version, sub-type,
 //!     nonce, Compound-MAC) before any Result it carries; Result(Success) then ends in
 //!     EAP-Success with the keys.
+//!   - Trusted-Server-Root (Appendix C.10 pattern, §3.6.5): a peer may answer our
+//!     Result(Success) with its Crypto-Binding(Response) + Request-Action(Process-TLV,
+//!     Trusted-Server-Root) instead of a Result. With
+//!     [`TeapServerConfig::trusted_server_root_pkcs7`] set, the roots go out in a
+//!     Trusted-Server-Root TLV beside a fresh Crypto-Binding(Request) + Result(Success);
+//!     without roots the request is not processed and its Status decides (Success: the same
+//!     fresh round without roots; Failure: protected failure). A Trusted-Server-Root request
+//!     elsewhere adds the roots to our next message.
 //! - Key rounds: no inner EAP method is offered, so every Crypto-Binding Request first runs
 //!   a binding-only round, [`KeySchedule::next_round`]`(None, None)` (all-zero IMSK, as hostap
 //!   does with no inner method and with Basic-Password-Auth); see [`crate::keys`] for where
@@ -50,7 +77,8 @@
 //!   the conversation waits for a corrected response. Framing violations, TLS errors and
 //!   exceeding [`ConversationLimits`] end at once with EAP-Failure.
 //! - An empty phase-2 answer (hostap's peer sends one when it recognises no TLV) counts as an
-//!   empty TLV list: it declines an optional provisioning request, and is unexpected elsewhere.
+//!   empty TLV list: it declines a lone (required) provisioning request, and is unexpected
+//!   elsewhere.
 //! - A response with the wrong EAP identifier, or anything that is not an EAP-Response, is
 //!   [`Next::Discard`]ed, as are responses while a question is outstanding and after the end;
 //!   every other problem ends in `Finished { accepted: false, reason, error_code, .. }`.
@@ -195,7 +223,9 @@ pub struct Provisioning {
     pub csr_attributes_der: Vec<u8>,
     /// Sets the Request-Action Status, "the result if the party who receives this TLV does
     /// not process the action" (RFC 9930 §4.2.9): Failure when required, Success when not. A
-    /// peer declining an optional request is still authenticated.
+    /// peer declining an optional request is still authenticated. An optional request is
+    /// bundled with the Crypto-Binding round and Result(Success); a required one is sent on its
+    /// own (Appendix C.11). See the module docs.
     pub required: bool,
 }
 
@@ -226,10 +256,15 @@ enum Asked {
 /// What follows a verified Crypto-Binding Response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterBinding {
-    /// We sent Result(Success): the peer's Result(Success) ends the conversation.
+    /// We sent Result(Success): the peer's Result(Success) ends the conversation (or its
+    /// Request-Action for the Trusted-Server-Root starts one more round).
     Finish,
-    /// We sent the provisioning Request-Action alongside.
-    Provision { required: bool },
+    /// We sent Result(Success) with an optional provisioning Request-Action(Success) beside
+    /// it: a PKCS#10 TLV enrolls, Result(Success) alone declines and ends the conversation.
+    OfferProvision,
+    /// We sent a required provisioning Request-Action(Failure) and no Result: only a PKCS#10
+    /// TLV lets the conversation go on.
+    RequireProvision,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,18 +446,39 @@ impl Conversation {
             return Next::Discard("no question is outstanding".into());
         };
         match (asked, answer) {
-            (Asked::TunnelUp, Answer::Authenticated { provisioning }) => match provisioning {
-                None => self.send_final_binding(false, Vec::new()),
-                Some(provisioning) => self.send_provisioning_request(provisioning),
-            },
-            (Asked::CheckPassword, Answer::Authenticated { provisioning }) => match provisioning {
-                None => self.send_final_binding(true, Vec::new()),
-                Some(provisioning) => {
-                    let required = provisioning.required;
-                    let tlvs = provisioning_tlvs(provisioning);
-                    self.send_binding(true, Vec::new(), tlvs, AfterBinding::Provision { required })
+            (
+                asked @ (Asked::TunnelUp | Asked::CheckPassword),
+                Answer::Authenticated { provisioning },
+            ) => {
+                // After Basic-Password-Auth the inner exchange's Intermediate-Result goes along.
+                let intermediate = asked == Asked::CheckPassword;
+                match provisioning {
+                    None => self.send_final_binding(intermediate, Vec::new()),
+                    Some(provisioning) if provisioning.required => {
+                        if intermediate {
+                            let tlvs = provisioning_tlvs(provisioning);
+                            self.send_binding(
+                                true,
+                                Vec::new(),
+                                tlvs,
+                                AfterBinding::RequireProvision,
+                            )
+                        } else {
+                            self.send_provisioning_request(provisioning)
+                        }
+                    }
+                    Some(provisioning) => {
+                        let mut after = vec![Tlv::Result(Status::Success)];
+                        after.extend(provisioning_tlvs(provisioning));
+                        self.send_binding(
+                            intermediate,
+                            Vec::new(),
+                            after,
+                            AfterBinding::OfferProvision,
+                        )
+                    }
                 }
-            },
+            }
             (Asked::TunnelUp | Asked::CheckPassword, Answer::RequirePassword { prompt }) => {
                 self.phase = Phase::AwaitPasswordResp;
                 self.send_tlvs(vec![Tlv::BasicPasswordAuthReq(prompt)])
@@ -709,6 +765,16 @@ impl Conversation {
             if peer.result == Some(Status::Failure) {
                 return self.peer_failed(peer);
             }
+            if let (Some(csr_der), AfterBinding::OfferProvision | AfterBinding::RequireProvision) =
+                (peer.pkcs10.clone(), then)
+            {
+                // The peer processed our Request-Action instead of acknowledging the binding
+                // round; the PKCS#7 round that follows carries a Crypto-Binding of its own, and
+                // success needs that one verified (see the module docs).
+                self.binding_request = None;
+                self.phase = Phase::Asked(Asked::Enroll);
+                return Next::Ask(Question::Enroll { csr_der });
+            }
             return self.fail_protected(
                 "no Crypto-Binding TLV in answer to our Crypto-Binding Request".into(),
                 Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
@@ -731,33 +797,46 @@ impl Conversation {
             self.phase = Phase::Asked(Asked::Enroll);
             return Next::Ask(Question::Enroll { csr_der });
         }
-        match then {
-            AfterBinding::Finish => {
-                if peer.result != Some(Status::Success) {
-                    return self.fail_protected(
-                        "no Result TLV in answer to our Result(Success)".into(),
-                        Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
-                        false,
-                    );
-                }
-                let use_emsk_chain = self
-                    .keys
-                    .as_ref()
-                    .is_some_and(|keys| keys.binding_uses_emsk_chain(&binding));
-                self.finish_success(use_emsk_chain)
-            }
-            AfterBinding::Provision { required } => {
-                if required {
-                    return self.fail_protected(
-                        "peer declined the required certificate provisioning".into(),
-                        None,
-                        false,
-                    );
-                }
-                tracing::debug!("peer declined optional certificate provisioning");
-                self.send_final_binding(false, Vec::new())
-            }
+        if then == AfterBinding::RequireProvision {
+            return self.fail_protected(
+                "peer declined the required certificate provisioning".into(),
+                None,
+                false,
+            );
         }
+        if let Some(status) = peer.trusted_server_root_request {
+            // RFC 9930 Appendix C.10 pattern: a Request-Action answering our Result(Success).
+            // With roots configured they go out beside a fresh Crypto-Binding + Result(Success)
+            // (encode_and_seal adds them); without, the request is not processed and its own
+            // Status decides (§4.2.9).
+            if self.send_trusted_server_root || status == Status::Success {
+                tracing::debug!(
+                    served = self.send_trusted_server_root,
+                    "peer asked for the Trusted-Server-Root"
+                );
+                return self.send_final_binding(false, Vec::new());
+            }
+            return self.fail_protected(
+                "peer requires a Trusted-Server-Root this server has not got".into(),
+                None,
+                false,
+            );
+        }
+        if peer.result != Some(Status::Success) {
+            return self.fail_protected(
+                "no Result TLV in answer to our Result(Success)".into(),
+                Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
+                false,
+            );
+        }
+        if then == AfterBinding::OfferProvision {
+            tracing::debug!("peer declined optional certificate provisioning");
+        }
+        let use_emsk_chain = self
+            .keys
+            .as_ref()
+            .is_some_and(|keys| keys.binding_uses_emsk_chain(&binding));
+        self.finish_success(use_emsk_chain)
     }
 
     /// RFC 9930 §4.2.13 checks on the peer's Crypto-Binding Response.
@@ -1071,6 +1150,9 @@ struct PeerTlvs {
     errors: Vec<u32>,
     naks: Vec<u16>,
     pac: bool,
+    /// The peer asked for the Trusted-Server-Root: with a Request-Action, its Status.
+    trusted_server_root_request: Option<Status>,
+    /// The peer asked for it at all (a Request-Action or a bare Trusted-Server-Root TLV).
     asks_trusted_server_root: bool,
 }
 
@@ -1091,8 +1173,13 @@ impl PeerTlvs {
                 Tlv::Error(code) => peer.errors.push(*code),
                 Tlv::Nak { nak_type, .. } => peer.naks.push(*nak_type),
                 Tlv::Pac(_) => peer.pac = true,
-                Tlv::TrustedServerRoot { .. } => peer.asks_trusted_server_root = true,
+                Tlv::TrustedServerRoot { .. } => {
+                    peer.asks_trusted_server_root = true;
+                    peer.trusted_server_root_request
+                        .get_or_insert(Status::Success);
+                }
                 Tlv::RequestAction {
+                    status,
                     action: Action::ProcessTlv,
                     ..
                 } => {
@@ -1104,7 +1191,11 @@ impl PeerTlvs {
                                 .any(|inner| matches!(inner, Tlv::TrustedServerRoot { .. }))
                         })
                     });
-                    peer.asks_trusted_server_root |= asks_root;
+                    if asks_root {
+                        peer.asks_trusted_server_root = true;
+                        peer.trusted_server_root_request =
+                            Some(worse(peer.trusted_server_root_request, *status));
+                    }
                 }
                 _ => {}
             }

@@ -126,6 +126,8 @@ struct TestPeer {
     keys: Option<KeySchedule>,
     /// Every phase-2 message the server sent, decoded.
     received: Vec<Vec<Tlv>>,
+    /// Every phase-2 reply this peer built (before any tampering).
+    sent: Vec<Vec<Tlv>>,
     replies: usize,
     last_reply: Vec<u8>,
     pkcs7: Option<Vec<u8>>,
@@ -151,6 +153,7 @@ impl TestPeer {
             out_sent: 0,
             keys: None,
             received: Vec::new(),
+            sent: Vec::new(),
             replies: 0,
             last_reply: Vec::new(),
             pkcs7: None,
@@ -244,6 +247,7 @@ impl TestPeer {
                 let index = self.replies;
                 self.replies += 1;
                 let clean = tlv::encode_tlvs(&reply).expect("reply encodes");
+                self.sent.push(reply.clone());
                 self.last_reply = clean.clone();
                 match self.behaviour.tamper.as_mut() {
                     Some(tamper) => tamper(index, &reply).unwrap_or(clean),
@@ -737,11 +741,13 @@ fn provisioning_after_password_binds_twice() {
         },
     );
     assert_success_with_matching_keys(&outcome);
+    // Optional provisioning rides along with the binding round and its Result(Success).
     assert_eq!(
         types(&outcome.peer.received[1]),
         [
             tlv_type::INTERMEDIATE_RESULT,
             tlv_type::CRYPTO_BINDING,
+            tlv_type::RESULT,
             tlv_type::REQUEST_ACTION,
             tlv_type::CSR_ATTRIBUTES
         ]
@@ -812,10 +818,100 @@ fn optional_provisioning_declined_still_succeeds() {
         },
     );
     assert_success_with_matching_keys(&outcome);
+    // One phase-2 round: the offer (Request-Action Status Success) beside Crypto-Binding and
+    // Result(Success); the peer's Crypto-Binding + Result(Success) declines and ends it.
+    assert_eq!(outcome.peer.received.len(), 1);
+    assert_eq!(
+        types(&outcome.peer.received[0]),
+        [
+            tlv_type::CRYPTO_BINDING,
+            tlv_type::RESULT,
+            tlv_type::REQUEST_ACTION,
+            tlv_type::CSR_ATTRIBUTES
+        ]
+    );
+    assert_eq!(
+        outcome.peer.received[0][2],
+        Tlv::RequestAction {
+            status: Status::Success,
+            action: Action::ProcessTlv,
+            tlvs: vec![0, 16, 0, 0]
+        }
+    );
+}
+
+#[test]
+fn optional_provisioning_accepted_with_binding_enrolls() {
+    let pki = pki();
+    let csr = csr(&pki);
+    let peer = TestPeer::new(
+        client_tls(&pki, true),
+        Behaviour {
+            csr: Some(csr.clone()),
+            ..Behaviour::default()
+        },
+    );
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        peer,
+        |question| match question {
+            Question::TunnelUp { .. } => provisioning(false),
+            Question::Enroll { csr_der } => {
+                assert_eq!(csr_der, &csr);
+                Answer::Issued {
+                    pkcs7_der: b"p7".to_vec(),
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        },
+    );
+    assert_success_with_matching_keys(&outcome);
+    assert_eq!(
+        types(&outcome.peer.sent[0]),
+        [tlv_type::CRYPTO_BINDING, tlv_type::PKCS10]
+    );
     assert_eq!(
         types(&outcome.peer.received[1]),
-        [tlv_type::CRYPTO_BINDING, tlv_type::RESULT]
+        [
+            tlv_type::PKCS7,
+            tlv_type::INTERMEDIATE_RESULT,
+            tlv_type::CRYPTO_BINDING,
+            tlv_type::RESULT
+        ]
     );
+    assert_eq!(outcome.peer.pkcs7.as_deref(), Some(&b"p7"[..]));
+}
+
+#[test]
+fn optional_provisioning_answered_by_pkcs10_alone_enrolls() {
+    // RFC 9930 §4.2.9: the peer may process the Request-Action instead of acknowledging the
+    // Result; the PKCS#7 round's own Crypto-Binding is then the one that must verify.
+    let pki = pki();
+    let csr = csr(&pki);
+    let only_csr = csr.clone();
+    let peer = TestPeer::new(
+        client_tls(&pki, true),
+        Behaviour {
+            csr: Some(csr.clone()),
+            tamper: Some(only_first(move |_| {
+                Tlv::Pkcs10(only_csr.clone()).encode().unwrap()
+            })),
+            ..Behaviour::default()
+        },
+    );
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        peer,
+        |question| match question {
+            Question::TunnelUp { .. } => provisioning(false),
+            Question::Enroll { .. } => Answer::Issued {
+                pkcs7_der: b"p7".to_vec(),
+            },
+            other => panic!("unexpected {other:?}"),
+        },
+    );
+    assert_success_with_matching_keys(&outcome);
+    assert_eq!(outcome.peer.pkcs7.as_deref(), Some(&b"p7"[..]));
 }
 
 #[test]
@@ -1390,9 +1486,10 @@ fn tls13_only_peer_is_refused() {
 }
 
 #[test]
-fn empty_answer_declines_optional_provisioning_as_hostap_does() {
-    // hostap's peer ignores Request-Action and answers "no recognized TLVs" with an empty
-    // response: optional provisioning is declined, required provisioning fails.
+fn empty_answer_declines_required_provisioning_as_hostap_does() {
+    // hostap's peer ignores a lone Request-Action and answers "no recognized TLVs" with an
+    // empty response: required provisioning (sent alone, Appendix C.11) fails with a protected
+    // Result(Failure).
     for required in [false, true] {
         let pki = pki();
         let peer = TestPeer::new(
@@ -1414,11 +1511,10 @@ fn empty_answer_declines_optional_provisioning_as_hostap_does() {
             );
             assert_eq!(outcome.peer.received[1], [Tlv::Result(Status::Failure)]);
         } else {
-            assert_success_with_matching_keys(&outcome);
-            assert_eq!(
-                types(&outcome.peer.received[1]),
-                [tlv_type::CRYPTO_BINDING, tlv_type::RESULT]
-            );
+            // The optional offer travels with a Crypto-Binding Request (hostap answers that
+            // one): an empty answer leaves the binding unanswered.
+            assert_failed(&outcome.finish, "no Crypto-Binding TLV");
+            assert_eq!(outcome.finish.error_code, Some(2002));
         }
     }
 }
@@ -1454,4 +1550,122 @@ fn conversation_is_send_and_debug_hides_secrets() {
     };
     let rendered = format!("{question:?}");
     assert!(rendered.contains("alice") && !rendered.contains("hunter2"));
+}
+
+/// The peer's first Crypto-Binding round answered with `instead` in place of its Result.
+fn result_replaced_by(instead: Tlv) -> Tamper {
+    only_first(move |reply| {
+        let changed: Vec<Tlv> = reply
+            .iter()
+            .map(|tlv| match tlv {
+                Tlv::Result(_) => instead.clone(),
+                other => other.clone(),
+            })
+            .collect();
+        tlv::encode_tlvs(&changed).expect("encodes")
+    })
+}
+
+fn trusted_server_root_request(status: Status) -> Tlv {
+    Tlv::RequestAction {
+        status,
+        action: Action::ProcessTlv,
+        tlvs: Tlv::TrustedServerRoot {
+            credential_format: 1,
+            tlvs: Vec::new(),
+        }
+        .encode()
+        .expect("encodes"),
+    }
+}
+
+#[test]
+fn trusted_server_root_request_answering_result_gets_roots_and_a_fresh_binding() {
+    // Appendix C.10 pattern: Crypto-Binding(Response) + Request-Action instead of a Result.
+    for roots in [true, false] {
+        let pki = pki();
+        let peer = TestPeer::new(
+            client_tls(&pki, true),
+            Behaviour {
+                tamper: Some(result_replaced_by(trusted_server_root_request(
+                    Status::Success,
+                ))),
+                ..Behaviour::default()
+            },
+        );
+        let mut config = (*server_config(&pki, ConversationLimits::default())).clone();
+        if !roots {
+            config.trusted_server_root_pkcs7 = None;
+        }
+        let outcome = run(Arc::new(config), peer, |_| authenticated());
+        assert_success_with_matching_keys(&outcome);
+        let mut expected = vec![tlv_type::CRYPTO_BINDING, tlv_type::RESULT];
+        if roots {
+            expected.push(tlv_type::TRUSTED_SERVER_ROOT);
+        }
+        assert_eq!(types(&outcome.peer.received[1]), expected, "roots={roots}");
+        assert_eq!(
+            outcome.peer.trusted_server_root,
+            roots.then(|| Tlv::Pkcs7(TRUST_ROOT_PKCS7.to_vec()).encode().unwrap())
+        );
+    }
+}
+
+#[test]
+fn unserved_required_trusted_server_root_request_fails() {
+    let pki = pki();
+    let peer = TestPeer::new(
+        client_tls(&pki, true),
+        Behaviour {
+            tamper: Some(result_replaced_by(trusted_server_root_request(
+                Status::Failure,
+            ))),
+            ..Behaviour::default()
+        },
+    );
+    let mut config = (*server_config(&pki, ConversationLimits::default())).clone();
+    config.trusted_server_root_pkcs7 = None;
+    let outcome = run(Arc::new(config), peer, |_| authenticated());
+    assert_failed(&outcome.finish, "Trusted-Server-Root");
+}
+
+#[test]
+fn csr_with_a_bad_binding_answering_the_offer_is_a_tunnel_compromise() {
+    let pki = pki();
+    let peer = TestPeer::new(
+        client_tls(&pki, true),
+        Behaviour {
+            csr: Some(csr(&pki)),
+            tamper: Some(only_first(|reply| {
+                let changed: Vec<Tlv> = reply
+                    .iter()
+                    .map(|tlv| match tlv {
+                        Tlv::CryptoBinding(binding) => {
+                            let mut binding = binding.clone();
+                            binding.msk_compound_mac[0] ^= 1;
+                            Tlv::CryptoBinding(binding)
+                        }
+                        other => other.clone(),
+                    })
+                    .collect();
+                tlv::encode_tlvs(&changed).expect("encodes")
+            })),
+            ..Behaviour::default()
+        },
+    );
+    let mut questions = Vec::new();
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        peer,
+        |question| {
+            questions.push(format!("{question:?}"));
+            provisioning(false)
+        },
+    );
+    assert_failed(&outcome.finish, "Crypto-Binding Response invalid");
+    assert_eq!(outcome.finish.error_code, Some(2001));
+    assert!(
+        !questions.iter().any(|q| q.starts_with("Enroll")),
+        "a CSR under a bad binding reached the driver: {questions:?}"
+    );
 }
