@@ -404,6 +404,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .collect::<String>()
             .into_bytes(),
         key_pem: ragw_acme_ca::ca::pem_encode("PRIVATE KEY", &teap_key).into_bytes(),
+        // The dev CA's root issued the TEAP server certificate.
+        trusted_server_root_pem: std::fs::read(&root_pem)
+            .with_context(|| format!("reading {}", root_pem.display()))?,
     };
     let (tcert, tkey) = creds.pair(Role::Gateway);
     let teap_channel = dev_channel(&grpc_url, &creds.ca_pem, tcert, tkey)?;

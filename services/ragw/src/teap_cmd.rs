@@ -41,6 +41,10 @@ pub async fn run_teap(config: Option<&Path>) -> Result<()> {
     let server_tls = TeapTls {
         cert_chain_pem: read(cert)?,
         key_pem: read(key)?,
+        trusted_server_root_pem: match &teap.trusted_server_root {
+            Some(path) => read(path)?,
+            None => Vec::new(),
+        },
     };
     let channel = crate::client::registrar_channel(
         &teap.registrar_url,

@@ -76,6 +76,10 @@ pub struct TeapSection {
     /// what devices see in the phase-1 TLS handshake.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) given to a device that asks for the Trusted-Server-Root: the root
+    /// of `tls_cert`, so the device can check this server next time. Unset: such a request is
+    /// answered without roots.
+    pub trusted_server_root: Option<PathBuf>,
     /// The Authority-ID the server sends in its Start (RFC 9930 §4.2.2), as text. Unset: the
     /// first 16 octets of the SHA-256 of the server certificate, so replicas sharing a
     /// certificate share an Authority-ID.

@@ -26,11 +26,15 @@ const MIN_CACHE_ENTRIES: usize = 4096;
 /// last retransmission still gets it (RFC 5080 §2.2.2).
 const CACHE_MARGIN: Duration = Duration::from_secs(10);
 
-/// The TEAP server certificate chain (PEM, end entity first) and its key (PEM).
+/// The TEAP server certificate chain (PEM, end entity first) and its key (PEM), and the CA
+/// certificates (PEM) handed to a peer that asks for the Trusted-Server-Root (RFC 9930 §4.2.17):
+/// the roots that let it check this server's certificate next time. Empty: the request is
+/// answered without roots.
 #[derive(Clone)]
 pub struct TeapTls {
     pub cert_chain_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    pub trusted_server_root_pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for TeapTls {
@@ -93,11 +97,12 @@ impl TeapService {
             .map_err(|e| TeapServiceError::Tls(format!("private key: {e}")))?;
         let tls =
             tls_server_config(chain, key).map_err(|e| TeapServiceError::Tls(e.to_string()))?;
+        let trusted_server_root_pkcs7 = trusted_server_root(&self.tls.trusted_server_root_pem)?;
         let server_config = Arc::new(TeapServerConfig {
             tls,
             authority_id: self.config.authority_id.clone(),
             limits: ConversationLimits::default(),
-            trusted_server_root_pkcs7: None,
+            trusted_server_root_pkcs7,
         });
         let mut clients = ClientTable::new();
         for c in &self.config.clients {
@@ -148,4 +153,43 @@ pub fn system_random() -> RandomSource {
             tracing::error!("the system random generator failed");
         }
     })
+}
+
+/// The certs-only PKCS#7 for the Trusted-Server-Root TLV, from PEM CA certificates.
+fn trusted_server_root(pem: &[u8]) -> Result<Option<Vec<u8>>, TeapServiceError> {
+    if pem.is_empty() {
+        return Ok(None);
+    }
+    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TeapServiceError::Tls(format!("trusted server root: {e}")))?;
+    if roots.is_empty() {
+        return Err(TeapServiceError::Tls(
+            "the trusted server root file holds no CERTIFICATE block".into(),
+        ));
+    }
+    ragw_pki::certs_only(&roots)
+        .map(Some)
+        .map_err(|e| TeapServiceError::Tls(format!("trusted server root: {e}")))
+}
+
+#[cfg(test)]
+mod trusted_server_root_tests {
+    use super::*;
+
+    #[test]
+    fn roots_become_a_certs_only_pkcs7_and_garbage_is_refused() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let root = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .self_signed(&key)
+            .expect("root");
+        let pkcs7 = trusted_server_root(root.pem().as_bytes())
+            .expect("pkcs7")
+            .expect("some");
+        let certs = ragw_pki::pkcs7::parse_certs_only(&pkcs7).expect("parses");
+        assert_eq!(certs, vec![root.der().to_vec()]);
+        assert!(trusted_server_root(b"").expect("empty is fine").is_none());
+        assert!(trusted_server_root(b"not pem").is_err());
+    }
 }

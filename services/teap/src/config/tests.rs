@@ -58,6 +58,7 @@ fn section(dir: &std::path::Path) -> TeapSection {
         registrar_tls_name: None,
         tls_cert: None,
         tls_key: None,
+        trusted_server_root: None,
         authority_id: Some("ragw-test".into()),
         default_label: Some("lab".into()),
         limits: TeapLimitsSection::default(),
