@@ -295,9 +295,19 @@ async fn provisioning_through_a_freeradius_proxy() {
         Credential::Password(serial.into(), password.clone()),
         None,
     );
-    let nas_for_stall = nas.clone();
+    // One transmission only: FreeRADIUS restarts its response window when the NAS
+    // retransmits.
+    let stall_attrs = ragw_teap_peer::RadiusAttrs {
+        calling_station_id: Some("02-00-5e-00-53-71".into()),
+        nas_identifier: Some(teap_support::NAS.into()),
+        framed_mtu: None,
+        timeout: Duration::from_secs(120),
+        max_tries: 1,
+    };
+    let stall_nas = nas.clone();
     let stalled = tokio::spawn(async move {
-        teap_support::run(stalled, &nas_for_stall, "02-00-5e-00-53-71").await
+        ragw_teap_peer::run_over_radius(stalled, stall_nas.server, &stall_nas.secret, stall_attrs)
+            .await
     });
     let home = format!(
         "Marking home server {} port {}",
