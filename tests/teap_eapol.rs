@@ -4,7 +4,9 @@
 //! certificate provisioning: it has no PKCS#10 support), audited as `gateway.access_granted`;
 //! a wrong password ends in EAP-Failure, audited as `gateway.refused`. A device certificate
 //! (an IDevID under a label's trust anchors, configured in a `[teap]` section given to
-//! `ragw dev --config`) authenticates in phase 1 without a password.
+//! `ragw dev --config`) authenticates in phase 1 without a password. So does the certificate
+//! ragw itself issued to a device (provisioned first with ragw's own TEAP peer), with the MPPE
+//! keys equal to hostap's MSK.
 //!
 //! eapol_test with EAP-TEAP is built from Debian's `wpa` sources by `.ci/build-hostap-peers`
 //! (Debian's binary lacks TEAP); it is found through RAGW_EAPOL_TEST or the peers cache.
@@ -13,6 +15,7 @@
 
 mod common;
 mod peers;
+mod teap_support;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -240,4 +243,65 @@ fn hostap_peer_authenticates_with_an_idevid_under_the_label_anchors() {
         !ok,
         "accepted under a label that does not trust the maker CA:\n{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostap_peer_authenticates_with_the_certificate_ragw_issued() {
+    let Some(eapol_test) = eapol_test() else {
+        return;
+    };
+    let dev = Dev::start(&[]);
+    let radius = teap_support::Radius::of(&dev);
+    // ragw's own peer enrolls the device inside TEAP (hostap has no PKCS#10 support).
+    let (builder, built) = teap_support::csr_from_attributes(None);
+    let peer = teap_support::peer(
+        &dev,
+        "anonymous@iot",
+        teap_support::Credential::Password(
+            "SN-TEAP-HOSTAP".into(),
+            teap_support::dev_password(&dev),
+        ),
+        Some(builder),
+    );
+    let provisioned = teap_support::run(peer, &radius, "02-00-5e-00-53-90").await;
+    assert!(provisioned.accepted, "{provisioned:?}");
+    let chain = teap_support::chain_of(&provisioned);
+    let enrolled = built.lock().unwrap().clone().unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let cert = work.path().join("issued.pem");
+    let chain_pem: String = chain.iter().map(|c| common::pem_cert(c)).collect();
+    std::fs::write(&cert, chain_pem).unwrap();
+    let key = work.path().join("issued.key");
+    std::fs::write(&key, &enrolled.key_pem).unwrap();
+    let root = dev.dir.join("ca").join("root.pem");
+    let conf = config_with(
+        work.path(),
+        "anonymous@iot",
+        &root,
+        &[
+            ("client_cert", cert.display().to_string()),
+            ("private_key", key.display().to_string()),
+        ],
+    );
+    let secret = String::from_utf8(radius.secret.clone()).unwrap();
+    let (ok, out) =
+        tokio::task::spawn_blocking(move || run(&eapol_test, &conf, radius.server, &secret))
+            .await
+            .unwrap();
+    assert!(ok, "eapol_test failed:\n{out}");
+    assert!(
+        !out.contains("Basic-Password-Auth-Req"),
+        "no password was asked:\n{out}"
+    );
+    let peer_msk = hexdump(&out, "EAP-TEAP: Derived key (MSK)").expect("peer MSK in the log");
+    let mut radius_msk = hexdump(&out, "MS-MPPE-Recv-Key (crypt)").expect("Recv-Key");
+    radius_msk.extend(hexdump(&out, "MS-MPPE-Send-Key (sign)").expect("Send-Key"));
+    assert_eq!(peer_msk.len(), 64);
+    assert_eq!(
+        radius_msk, peer_msk,
+        "the Access-Accept carries the peer's MSK"
+    );
+    teap_support::wait_for_audit(&dev, "gateway.access_granted", &["certificate ragw issued"])
+        .await;
 }

@@ -78,7 +78,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn spawn_logged(mut cmd: Command, name: &str, log: &Path) -> KillOnDrop {
+pub fn spawn_logged(mut cmd: Command, name: &str, log: &Path) -> KillOnDrop {
     let out = std::fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
