@@ -230,7 +230,13 @@ async fn foreign_names_and_wrong_passwords_are_refused_and_audited() {
     let refused = teap_support::wait_for_audit(
         &dev,
         "gateway.refused",
-        &[station, teap_support::NAS, "wrong user name or password"],
+        // The user name tried, not the outer identity, so password guessing can be followed.
+        &[
+            station,
+            teap_support::NAS,
+            "SN-TEAP-WRONG",
+            "wrong user name or password",
+        ],
     )
     .await;
     assert!(

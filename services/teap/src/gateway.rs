@@ -108,6 +108,9 @@ struct Context {
     nas: String,
     calling_station_id: String,
     device: Option<DeviceIdentity>,
+    /// The user name a password came with, before it was checked: what a refusal names, so
+    /// an auditor following password guessing sees the name tried, not the outer identity.
+    claimed_user: Option<String>,
     /// The ragw-issued certificate the device authenticated with, for GetAssignment/Enroll.
     current_certificate: Option<Vec<u8>>,
     authenticated_by: Option<&'static str>,
@@ -551,6 +554,7 @@ impl Context {
             nas,
             calling_station_id: text(attr::CALLING_STATION_ID, 64),
             device: None,
+            claimed_user: None,
             current_certificate: None,
             authenticated_by: None,
             assignment: None,
@@ -743,6 +747,7 @@ impl<E: TeapEngine> Shared<E> {
         let Ok(user) = std::str::from_utf8(username) else {
             return refuse("the user name is not UTF-8".into());
         };
+        context.claimed_user = Some(clip(user, 128));
         let device = match DeviceIdentity::new(basic.identity_kind, user) {
             Ok(d) => d,
             Err(e) => {
@@ -1102,9 +1107,10 @@ impl<E: TeapEngine> Shared<E> {
         let request = pb::RecordRefusalRequest {
             protocol: pb::Protocol::Teap as i32,
             label: context.label.clone(),
-            claimed_identity: match &context.device {
-                Some(d) => d.to_string(),
-                None => context.outer_identity.clone(),
+            claimed_identity: match (&context.device, &context.claimed_user) {
+                (Some(d), _) => d.to_string(),
+                (None, Some(user)) => user.clone(),
+                (None, None) => context.outer_identity.clone(),
             },
             client_address: context.source.to_string(),
             status: error_code,
