@@ -41,6 +41,14 @@ pub struct Enrollment {
     pub acme_order_url: ::prost::alloc::string::String,
     #[prost(int32, tag = "15")]
     pub attempts: i32,
+    /// Once issued, certificate_chain as one certs-only PKCS#7 SignedData (RFC 5652 §5, the
+    /// degenerate form of RFC 7030 §4.1.3 with no signers), DER: what the TEAP PKCS#7 TLV
+    /// (RFC 9930, TLV type 15) carries. Set in the answers of EnrollmentService (Enroll,
+    /// GetEnrollment, WaitEnrollment); empty in AdminService listings and before issuance.
+    /// CMS holds the certificates as a SET, so their order carries no meaning: the peer finds its
+    /// own certificate by its public key.
+    #[prost(bytes = "vec", tag = "16")]
+    pub pkcs7_der: ::prost::alloc::vec::Vec<u8>,
 }
 /// How the registrar knows the device. The gateway authenticated it; the registrar trusts the
 /// gateway's role, not the device's claim.
@@ -292,6 +300,12 @@ pub struct Assignment {
     pub allowed_keys: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, tag = "5")]
     pub profile: ::prost::alloc::string::String,
+    /// The CsrAttrs DER (RFC 7030 §4.5.2 as clarified by RFC 9908, legacy attribute form) that
+    /// asks for `names` and the profile's first allowed key type: exactly what EST /csrattrs
+    /// returns (before base64) and what the TEAP CSR-Attributes TLV carries, so an EAP server
+    /// needs no ASN.1 of its own.
+    #[prost(bytes = "vec", tag = "6")]
+    pub csr_attributes_der: ::prost::alloc::vec::Vec<u8>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct EnrollRequest {
@@ -340,7 +354,14 @@ pub mod enrollment_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
-    /// Called by gateways (role gateway).
+    /// Called by gateways: ragw's own EST and TEAP gateways (role gateway), and EAP servers that
+    /// terminate TEAP themselves (role eap-server, TEAP only; docs/teap.md "EAP servers that
+    /// terminate TEAP themselves"). Either role vouches for the DeviceIdentity it sends: it
+    /// authenticated the device. Any other caller gets PermissionDenied, and the refusal is audited.
+    ///
+    /// The sequence for an EAP server: GetAssignment (hand `csr_attributes_der` to the peer in the
+    /// CSR-Attributes TLV), Enroll with the peer's PKCS#10, WaitEnrollment until issued (hand
+    /// `pkcs7_der` to the peer in the PKCS#7 TLV), RecordAccess or RecordRefusal for the outcome.
     #[derive(Debug, Clone)]
     pub struct EnrollmentServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -676,7 +697,14 @@ pub mod enrollment_service_server {
             request: tonic::Request<super::GetCaCertificatesRequest>,
         ) -> std::result::Result<tonic::Response<super::CaCertificates>, tonic::Status>;
     }
-    /// Called by gateways (role gateway).
+    /// Called by gateways: ragw's own EST and TEAP gateways (role gateway), and EAP servers that
+    /// terminate TEAP themselves (role eap-server, TEAP only; docs/teap.md "EAP servers that
+    /// terminate TEAP themselves"). Either role vouches for the DeviceIdentity it sends: it
+    /// authenticated the device. Any other caller gets PermissionDenied, and the refusal is audited.
+    ///
+    /// The sequence for an EAP server: GetAssignment (hand `csr_attributes_der` to the peer in the
+    /// CSR-Attributes TLV), Enroll with the peer's PKCS#10, WaitEnrollment until issued (hand
+    /// `pkcs7_der` to the peer in the PKCS#7 TLV), RecordAccess or RecordRefusal for the outcome.
     #[derive(Debug)]
     pub struct EnrollmentServiceServer<T> {
         inner: Arc<T>,

@@ -266,6 +266,7 @@ fn csrattrs_needs_credentials_and_carries_the_assignment() {
         names: vec!["k7q2m9x4a.devices.example.com".into()],
         allowed_keys: vec!["ecdsa-p384".into(), "rsa-3072".into()],
         profile: "iot".into(),
+        ..Default::default()
     };
     let r = gw.assignment_response(&pending, Ok(assignment));
     assert_eq!(r.status, StatusCode::OK);

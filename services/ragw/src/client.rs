@@ -1,4 +1,4 @@
-//! How `ragw admin` and `ragw audit` reach the registrar: from a `ragw dev` data directory, or
+//! How `ragw admin`, `ragw audit` and `ragw eap-server` reach the registrar: from a `ragw dev` data directory, or
 //! from an explicit URL and certificate files.
 
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ pub struct ConnectArgs {
     /// CA certificate (PEM) that issued the registrar's certificate.
     #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
-    /// Client certificate (PEM) carrying the admin or auditor role.
+    /// Client certificate (PEM) carrying the role the command needs (admin, auditor, eap-server).
     #[arg(long, global = true)]
     pub cert: Option<PathBuf>,
     /// Client key (PEM).

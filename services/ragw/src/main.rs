@@ -7,6 +7,7 @@ mod ca_cmd;
 mod client;
 mod config;
 mod dev;
+mod eap_server_cmd;
 mod est_cmd;
 mod serve;
 mod teap_cmd;
@@ -43,6 +44,9 @@ enum Command {
     Admin(admin_cmd::AdminArgs),
     /// Auditor commands: query, export and verify the tamper-evident log.
     Audit(audit_cmd::AuditArgs),
+    /// For EAP servers that terminate TEAP themselves: get the CSR attributes for a device and
+    /// enroll its CSR through the registrar (role eap-server; docs/teap.md).
+    EapServer(eap_server_cmd::EapServerArgs),
     /// Local ACME CA: show the root and chain, list issued certificates, revoke by serial.
     Ca(ca_cmd::CaArgs),
     /// Load tools: `ragw bench acme` measures ACME servers (the local CA, Pebble, any URL),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Admin(args) => admin_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Audit(args) => audit_cmd::run(args).await,
+            Command::EapServer(args) => eap_server_cmd::run(args).await.map(ExitCode::from),
             Command::Ca(args) => ca_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Bench(args) => bench_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
         }

@@ -110,6 +110,9 @@ pub(crate) fn enrollment_to_pb(e: &EnrollmentRecord) -> pb::Enrollment {
             .unwrap_or_default(),
         acme_order_url: e.acme_order_url.clone().unwrap_or_default(),
         attempts: i32::try_from(e.attempts).unwrap_or(i32::MAX),
+        // Only EnrollmentService answers carry it (see `enrollment_answer`): admin listings
+        // would otherwise send every chain twice.
+        pkcs7_der: Vec::new(),
     }
 }
 

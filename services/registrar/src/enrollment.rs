@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use ragw_domain::{DeviceIdentity, Profile, Protocol};
-use ragw_pki::{CsrError, MAX_CSR_DER_LEN, ParsedCsr, check_csr, parse_csr};
+use ragw_pki::{
+    CsrAttrsRequest, CsrError, MAX_CSR_DER_LEN, ParsedCsr, certs_only, check_csr, encode_csr_attrs,
+    parse_csr,
+};
 use ragw_proto::registrar::v1 as pb;
 use ragw_runtime::identity::Role;
 use ragw_store::NewEnrollment;
@@ -22,7 +25,61 @@ const MAX_CERT_DER_LEN: usize = 16 * 1024;
 /// Poll interval of waits, so changes made by another registrar replica are seen.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Who may call on behalf of a device: ragw's own gateways, and EAP servers that terminate
+/// TEAP themselves. Both authenticated the device, so both are trusted with its identity.
+const DEVICE_CALLERS: &[Role] = &[Role::Gateway, Role::EapServer];
+
+/// An EnrollmentService answer: the enrollment, with its chain as the certs-only PKCS#7 an EAP
+/// server hands to the peer once it is issued.
+fn enrollment_answer(record: &ragw_store::EnrollmentRecord) -> Result<pb::Enrollment, Status> {
+    let mut out = enrollment_to_pb(record);
+    if out.state == pb::EnrollmentState::Issued as i32 && !out.certificate_chain.is_empty() {
+        out.pkcs7_der = certs_only(&out.certificate_chain).map_err(|e| {
+            tracing::error!(enrollment = %record.id, error = %e, "issued chain cannot be packaged");
+            Status::internal(format!(
+                "enrollment {} is issued but its chain cannot be packaged as PKCS#7: {e}",
+                record.id
+            ))
+        })?;
+    }
+    Ok(out)
+}
+
+/// The CSR attributes ragw's EST and TEAP gateways send: the assigned names and the profile's
+/// first allowed key type (its signature hash follows from it).
+fn csr_attributes_der(names: &[String], profile: &Profile) -> Result<Vec<u8>, Status> {
+    let request = CsrAttrsRequest {
+        dns_names: names.to_vec(),
+        key: profile.allowed_keys.first().copied(),
+        challenge_password: false,
+    };
+    encode_csr_attrs(&request).map_err(|e| {
+        Status::failed_precondition(format!(
+            "profile {:?}: the CSR attributes cannot be encoded: {e}",
+            profile.name
+        ))
+    })
+}
+
 impl Registrar {
+    /// An EAP server enrolls for the TEAP peers it authenticated, never for EST: its calls
+    /// must say TEAP, so the audit log cannot attribute its devices to another protocol.
+    async fn check_caller_protocol(
+        &self,
+        caller: &Caller,
+        rpc: &str,
+        protocol: i32,
+        device: &str,
+    ) -> Result<(), Status> {
+        if caller.role == Role::EapServer && protocol != pb::Protocol::Teap as i32 {
+            let status = Status::permission_denied(format!(
+                "{rpc}: the role eap-server may only act for TEAP (protocol PROTOCOL_TEAP)"
+            ));
+            return Err(self.refuse(&caller.actor(), rpc, status, device).await);
+        }
+        Ok(())
+    }
+
     fn profile(&self, name: &str) -> Result<&Profile, String> {
         if name.len() > MAX_PROFILE_NAME {
             return Err(format!(
@@ -195,6 +252,8 @@ impl Registrar {
             )
             .await?;
         let device_key = device.key();
+        self.check_caller_protocol(caller, "Enroll", req.protocol, &device_key)
+            .await?;
         let refuse_for = |status: Status| {
             let key = device_key.clone();
             async move { self.refuse(&caller.actor(), "Enroll", status, &key).await }
@@ -281,7 +340,7 @@ impl Registrar {
             self.notify_change();
         }
         Ok(pb::EnrollResponse {
-            enrollment: Some(enrollment_to_pb(&record)),
+            enrollment: Some(enrollment_answer(&record)?),
             existing,
         })
     }
@@ -322,7 +381,7 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
         request: Request<pb::GetAssignmentRequest>,
     ) -> Result<Response<pb::Assignment>, Status> {
         let caller = self
-            .authorize(&request, "GetAssignment", &[Role::Gateway])
+            .authorize(&request, "GetAssignment", DEVICE_CALLERS)
             .await?;
         let req = request.into_inner();
         let device = self
@@ -373,6 +432,14 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
             .await
             .map_err(store_status)?;
         let names = profile.names_for(&a.label, &a.parent_domain);
+        let csr_attributes_der = match csr_attributes_der(&names.required, &profile) {
+            Ok(der) => der,
+            Err(status) => {
+                return Err(self
+                    .refuse(&caller.actor(), "GetAssignment", status, &device.key())
+                    .await);
+            }
+        };
         self.metrics.rpc("GetAssignment", "ok");
         Ok(Response::new(pb::Assignment {
             label: a.label,
@@ -380,6 +447,7 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
             names: names.required,
             allowed_keys: profile.allowed_keys.iter().map(|k| k.to_string()).collect(),
             profile: profile.name.clone(),
+            csr_attributes_der,
         }))
     }
 
@@ -387,7 +455,7 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
         &self,
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let caller = self.authorize(&request, "Enroll", &[Role::Gateway]).await?;
+        let caller = self.authorize(&request, "Enroll", DEVICE_CALLERS).await?;
         let out = self.enroll_inner(&caller, request.into_inner()).await?;
         self.metrics
             .rpc("Enroll", if out.existing { "existing" } else { "ok" });
@@ -399,7 +467,11 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
         request: Request<pb::GetEnrollmentRequest>,
     ) -> Result<Response<pb::Enrollment>, Status> {
         let caller = self
-            .authorize(&request, "GetEnrollment", &[Role::Gateway, Role::Admin])
+            .authorize(
+                &request,
+                "GetEnrollment",
+                &[Role::Gateway, Role::EapServer, Role::Admin],
+            )
             .await?;
         let req = request.into_inner();
         if let Err(s) = check_id("id", &req.id) {
@@ -412,7 +484,7 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("enrollment {} not found", req.id)))?;
         self.metrics.rpc("GetEnrollment", "ok");
-        Ok(Response::new(enrollment_to_pb(&e)))
+        Ok(Response::new(enrollment_answer(&e)?))
     }
 
     async fn record_refusal(
@@ -420,9 +492,11 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
         request: Request<pb::RecordRefusalRequest>,
     ) -> Result<Response<pb::RecordRefusalResponse>, Status> {
         let caller = self
-            .authorize(&request, "RecordRefusal", &[Role::Gateway])
+            .authorize(&request, "RecordRefusal", DEVICE_CALLERS)
             .await?;
         let req = request.into_inner();
+        self.check_caller_protocol(&caller, "RecordRefusal", req.protocol, "")
+            .await?;
         let clip = |s: &str, n: usize| -> String {
             s.chars().filter(|c| !c.is_control()).take(n).collect()
         };
@@ -451,9 +525,11 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
         request: Request<pb::RecordAccessRequest>,
     ) -> Result<Response<pb::RecordAccessResponse>, Status> {
         let caller = self
-            .authorize(&request, "RecordAccess", &[Role::Gateway])
+            .authorize(&request, "RecordAccess", DEVICE_CALLERS)
             .await?;
         let req = request.into_inner();
+        self.check_caller_protocol(&caller, "RecordAccess", req.protocol, "")
+            .await?;
         let clip = |s: &str, n: usize| -> String {
             s.chars().filter(|c| !c.is_control()).take(n).collect()
         };
@@ -494,7 +570,7 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
             .authorize(
                 &request,
                 "GetCaCertificates",
-                &[Role::Gateway, Role::Admin, Role::Auditor],
+                &[Role::Gateway, Role::EapServer, Role::Admin, Role::Auditor],
             )
             .await?;
         let req = request.into_inner();
@@ -525,7 +601,11 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
         request: Request<pb::WaitEnrollmentRequest>,
     ) -> Result<Response<pb::Enrollment>, Status> {
         let caller = self
-            .authorize(&request, "WaitEnrollment", &[Role::Gateway, Role::Admin])
+            .authorize(
+                &request,
+                "WaitEnrollment",
+                &[Role::Gateway, Role::EapServer, Role::Admin],
+            )
             .await?;
         let req = request.into_inner();
         if let Err(s) = check_id("id", &req.id) {
@@ -544,7 +624,7 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
             let now = Instant::now();
             if e.state.is_terminal() || now >= deadline {
                 self.metrics.rpc("WaitEnrollment", "ok");
-                return Ok(Response::new(enrollment_to_pb(&e)));
+                return Ok(Response::new(enrollment_answer(&e)?));
             }
             let _ = tokio::time::timeout((deadline - now).min(POLL), notified).await;
         }

@@ -76,6 +76,11 @@ type Result<T, E = IdentityError> = std::result::Result<T, E>;
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Gateway,
+    /// An EAP server that terminates TEAP itself (FreeRADIUS, an ISE-style server) and enrolls
+    /// through the registrar's EnrollmentService: a gateway limited to TEAP, told apart from
+    /// ragw's own gateways in the audit log.
+    #[serde(rename = "eap-server")]
+    EapServer,
     Worker,
     Admin,
     Auditor,
@@ -84,8 +89,9 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Gateway,
+        Role::EapServer,
         Role::Worker,
         Role::Admin,
         Role::Auditor,
@@ -96,6 +102,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Gateway => "gateway",
+            Role::EapServer => "eap-server",
             Role::Worker => "worker",
             Role::Admin => "admin",
             Role::Auditor => "auditor",
@@ -122,7 +129,9 @@ impl fmt::Display for Role {
 
 /// The role name is not one of ragw's roles.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown role {0:?}; expected gateway, worker, admin, auditor, registrar or ca")]
+#[error(
+    "unknown role {0:?}; expected gateway, eap-server, worker, admin, auditor, registrar or ca"
+)]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -591,6 +600,7 @@ mod tests {
         }
         assert_eq!(Role::parse("root"), None);
         assert_eq!(Role::Gateway.uri(), "urn:ragw:role:gateway");
+        assert_eq!(Role::EapServer.uri(), "urn:ragw:role:eap-server");
     }
 
     #[test]

@@ -217,6 +217,7 @@ impl Registrar for FakeRegistrar {
                 names: vec!["k7q2m9x4.devices.example.com".into()],
                 allowed_keys: vec!["ecdsa-p256".into()],
                 profile: "iot".into(),
+                ..Default::default()
             })
         })
     }
