@@ -63,6 +63,7 @@ fn section(dir: &std::path::Path) -> TeapSection {
         limits: TeapLimitsSection::default(),
         clients,
         labels,
+        radsec: None,
     }
 }
 
