@@ -244,7 +244,7 @@ impl TeapService {
             engine,
             Arc::clone(&self.registrar),
             completer,
-            self.metrics.clone(),
+            self.metrics.for_another_gateway(),
             Arc::clone(&self.random),
             Arc::new(Instant::now),
         )?;
