@@ -99,6 +99,10 @@ struct Harness {
 
 impl Harness {
     async fn start(allowed: &str) -> Harness {
+        Harness::start_with(allowed, RadsecLimits::default()).await
+    }
+
+    async fn start_with(allowed: &str, limits: RadsecLimits) -> Harness {
         let ca = ca("radsec test CA");
         let (chain, key) = leaf(&ca, SERVER_NAME, ExtendedKeyUsagePurpose::ServerAuth);
         let tls = radsec_tls_config(chain, key, std::slice::from_ref(&ca.cert)).unwrap();
@@ -115,7 +119,7 @@ impl Harness {
         let (completer, completions) = completion_channel();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = RadsecServer::new(tls, RadsecLimits::default());
+        let server = RadsecServer::new(tls, limits);
         let stats = server.stats();
         let (shutdown, stop) = oneshot::channel::<()>();
         let served = tokio::spawn(async move {
@@ -403,4 +407,46 @@ async fn a_request_signed_with_another_secret_closes_its_connection() {
             .dropped(ragw_teap::radius_server::DropReason::BadMessageAuthenticator),
         1
     );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_a_silent_one_times_out() {
+    let limits = RadsecLimits {
+        max_connections: 1,
+        idle_timeout: Duration::from_millis(300),
+        ..RadsecLimits::default()
+    };
+    let harness = Harness::start_with("127.0.0.1", limits).await;
+    let mut first = harness.connect_ok().await;
+    let status = request(Code::StatusServer, 1, None);
+    assert_eq!(ask(&mut first, &status).await.code, Code::AccessAccept);
+    assert!(is_refused(harness.connect(Some(harness.client_cert())).await).await);
+    assert_eq!(counted(&harness.stats.refused_too_many).await, 1);
+    // The first connection, silent from now on, is closed by the server.
+    assert!(
+        read_packet(&mut first).await.is_none(),
+        "idle connection closed"
+    );
+    assert_eq!(counted(&harness.stats.closed_idle).await, 1);
+    // Its slot is free again.
+    let mut tries = 0;
+    let mut again = loop {
+        tries += 1;
+        assert!(tries < 200, "the freed connection slot was never reused");
+        let mut stream = harness.connect_ok().await;
+        let probe = request(Code::StatusServer, 2, None);
+        stream
+            .write_all(&probe.encode_request(RADSEC_SECRET).unwrap())
+            .await
+            .unwrap();
+        if let Some(bytes) = read_packet(&mut stream).await {
+            Packet::parse_verified_response(&bytes, &probe, RADSEC_SECRET).unwrap();
+            break stream;
+        }
+        // The server may not have seen the idle connection's end yet.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let status = request(Code::StatusServer, 3, None);
+    assert_eq!(ask(&mut again, &status).await.code, Code::AccessAccept);
+    harness.stop().await;
 }
