@@ -14,11 +14,11 @@ use ragw_acme_worker::job::{Worker, WorkerConfig, WorkerMetrics};
 use ragw_acme_worker::upstream::UpstreamConfig;
 use ragw_domain::{ApprovalMode, IdentityKind, Profile};
 use ragw_est::{BasicAuth, EstConfig, EstServer, LabelConfig, Secret, ServerTls};
-use ragw_runtime::identity::{Role, ensure_dev_credentials, write_private_file};
+use ragw_runtime::identity::{ComponentCa, Role, ensure_dev_credentials, write_private_file};
 use ragw_runtime::ops::MetricsRegistry;
 use ragw_teap::config::{RadiusClient, TeapConfig, TeapLabel, authority_id_for};
 use ragw_teap::gateway::GrpcRegistrar;
-use ragw_teap::service::{TeapService, TeapTls};
+use ragw_teap::service::{RadsecListener, TeapService, TeapTls};
 use serde_json::json;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -51,6 +51,10 @@ pub struct DevArgs {
     /// secret in DATA_DIR/radius-secret.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub radius_addr: SocketAddr,
+    /// TEAP gateway RadSec (RADIUS over TLS) address; loopback clients with the certificate in
+    /// DATA_DIR/radsec/client.pem may use it.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub radsec_addr: SocketAddr,
     /// Local ACME CA (HTTPS) address.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub acme_addr: SocketAddr,
@@ -104,6 +108,37 @@ fn private_dir(dir: &Path) -> Result<()> {
 
 pub fn radius_secret_file(data_dir: &Path) -> PathBuf {
     data_dir.join("radius-secret")
+}
+
+pub fn radsec_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("radsec")
+}
+
+/// The dev RadSec client PKI in DATA_DIR/radsec: a CA of its own (not the component CA, so a
+/// RadSec client certificate is no component identity), and one client certificate from it
+/// for loopback NASes and proxies; keys 0600. Made once, reused after. Returns the CA PEM.
+fn ensure_radsec_client_credentials(dir: &Path) -> Result<Vec<u8>> {
+    let (ca_pem, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (client_pem, client_key) = (dir.join("client.pem"), dir.join("client.key"));
+    if ![&ca_pem, &ca_key, &client_pem, &client_key]
+        .iter()
+        .all(|p| p.is_file())
+    {
+        let ca = ComponentCa::generate("ragw dev RadSec client CA")
+            .context("generating the dev RadSec client CA")?;
+        let issued = ca
+            .issue("radsec-client", &[], &[], &[], 365)
+            .context("issuing the dev RadSec client certificate")?;
+        write_private_file(&ca_key, ca.key_pem())
+            .with_context(|| format!("writing {}", ca_key.display()))?;
+        write_private_file(&client_key, &issued.key_pem)
+            .with_context(|| format!("writing {}", client_key.display()))?;
+        std::fs::write(&ca_pem, ca.cert_pem())
+            .with_context(|| format!("writing {}", ca_pem.display()))?;
+        std::fs::write(&client_pem, format!("{}{}", issued.cert_pem, ca.cert_pem()))
+            .with_context(|| format!("writing {}", client_pem.display()))?;
+    }
+    std::fs::read(&ca_pem).with_context(|| format!("reading {}", ca_pem.display()))
 }
 
 /// The bootstrap password: given, or read back from the data directory, or generated once and
@@ -414,17 +449,47 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding the TEAP gateway to {}", args.radius_addr))?;
     let radius_addr = radius_socket.local_addr()?;
+    // RadSec beside UDP: the TEAP server certificate, clients on loopback with the dev RadSec
+    // client certificate (or whatever a [teap.radsec] section names).
+    let radsec_listener = TcpListener::bind(args.radsec_addr)
+        .await
+        .with_context(|| format!("binding RadSec to {}", args.radsec_addr))?;
+    let radsec_addr = radsec_listener.local_addr()?;
+    let mut radsec = RadsecListener {
+        listener: radsec_listener,
+        tls: teap_tls.clone(),
+        client_ca_pem: ensure_radsec_client_credentials(&radsec_dir(&args.data_dir))?,
+        clients: vec![(
+            "dev-loopback".into(),
+            "127.0.0.0/8".parse().context("the loopback prefix")?,
+        )],
+        limits: Default::default(),
+    };
+    if let Some(section) = cfg.teap.as_ref().and_then(|t| t.radsec.as_ref()) {
+        radsec.limits = section.limits().context("the [teap.radsec] section")?;
+        if !section.clients.is_empty() {
+            radsec.clients = section
+                .client_prefixes()
+                .context("the [teap.radsec] section")?;
+        }
+        if let Some(ca) = &section.client_ca {
+            radsec.client_ca_pem =
+                std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        }
+    }
     let teap = TeapService::new(
         teap_config,
         teap_tls,
         Arc::new(GrpcRegistrar::new(teap_channel)),
     )
-    .with_metrics(&metrics);
+    .with_metrics(&metrics)
+    .with_radsec(radsec);
     let teap_task = tokio::spawn(teap.serve(radius_socket, wait_stop(stop_rx.clone())));
 
     let endpoints = json!({
         "est": format!("https://{est_addr}"),
         "radius": radius_addr.to_string(),
+        "radsec": radsec_addr.to_string(),
         "acme_directory": ca.directory_url(),
         "dns": dns.udp_addr().to_string(),
         "grpc": grpc_url,
@@ -438,6 +503,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  EST             https://{est_addr}/.well-known/est/");
     println!(
         "  TEAP (RADIUS)   udp://{radius_addr} for NASes on 127.0.0.0/8, secret in {dir}/radius-secret"
+    );
+    println!(
+        "  TEAP (RadSec)   tcp://{radsec_addr} for loopback clients with {dir}/radsec/client.pem (key client.key), server CA {}",
+        root_pem.display()
     );
     println!("  ACME directory  {}", ca.directory_url());
     println!("  DNS (TSIG key {dir}/dns/tsig.key)  {}", dns.udp_addr());

@@ -1,5 +1,5 @@
-//! `ragw run --target teap`: the TEAP gateway alone (RADIUS over UDP), talking to a registrar
-//! over gRPC.
+//! `ragw run --target teap`: the TEAP gateway alone (RADIUS over UDP, and RadSec when
+//! `[teap.radsec]` is set), talking to a registrar over gRPC.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use ragw_runtime::ops::{Health, MetricsRegistry};
 use ragw_teap::gateway::GrpcRegistrar;
-use ragw_teap::service::{TeapService, TeapTls};
+use ragw_teap::service::{RadsecListener, TeapService, TeapTls};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
@@ -60,14 +60,43 @@ pub async fn run_teap(config: Option<&Path>) -> Result<()> {
     let bound = socket.local_addr()?;
     let ops_bound = ops.local_addr()?;
 
+    let radsec = match &teap.radsec {
+        Some(section) => {
+            let settings = section
+                .to_settings(teap.tls_cert.as_deref(), teap.tls_key.as_deref())
+                .context("invalid [teap.radsec] section")?;
+            let listener = TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("binding RadSec on {}", settings.listen))?;
+            Some(RadsecListener {
+                listener,
+                tls: TeapTls {
+                    cert_chain_pem: settings.cert_chain_pem,
+                    key_pem: settings.key_pem,
+                },
+                client_ca_pem: settings.client_ca_pem,
+                clients: settings.clients,
+                limits: settings.limits,
+            })
+        }
+        None => None,
+    };
+    let radsec_bound = match &radsec {
+        Some(r) => Some(r.listener.local_addr()?),
+        None => None,
+    };
+
     let metrics = MetricsRegistry::new();
     let health = Health::new();
-    let service = TeapService::new(
+    let mut service = TeapService::new(
         gateway_config,
         server_tls,
         Arc::new(GrpcRegistrar::new(channel)),
     )
     .with_metrics(&metrics);
+    if let Some(radsec) = radsec {
+        service = service.with_radsec(radsec);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let ops_task = tokio::spawn(ragw_runtime::ops::serve(
         ops,
@@ -78,6 +107,9 @@ pub async fn run_teap(config: Option<&Path>) -> Result<()> {
     let mut teap_task = tokio::spawn(service.serve(socket, wait_stop(stop_rx)));
     health.set_ready(true);
     println!("TEAP gateway (RADIUS) on udp://{bound} , ops on http://{ops_bound}");
+    if let Some(radsec) = radsec_bound {
+        println!("TEAP gateway (RadSec, RADIUS over TLS) on tcp://{radsec}");
+    }
 
     // A bad server certificate ends the gateway at once; do not wait for a signal then.
     let ended_early = tokio::select! {

@@ -23,6 +23,9 @@ use thiserror::Error;
 
 use crate::radius_server::{IpPrefix, Secret};
 
+pub mod radsec;
+pub use radsec::{RadsecSection, RadsecSettings};
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
@@ -94,6 +97,8 @@ pub struct TeapSection {
     /// `[teap.labels.<name>]`: device authentication and provisioning per label.
     #[serde(default)]
     pub labels: BTreeMap<String, TeapLabelSection>,
+    /// `[teap.radsec]`: RadSec (RADIUS over TLS) beside UDP; absent = UDP only.
+    pub radsec: Option<RadsecSection>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -6,7 +6,8 @@
 //! EAP and TEAP TLV codecs ([`eap`], [`tlv`]), the TEAP key schedule ([`keys`]) and the EAP-TEAP
 //! server conversation ([`teap_server`]). Around them: the `[teap]` configuration ([`config`])
 //! and the [`gateway`], the RADIUS handler that drives conversations with the registrar and the
-//! device authentication EST uses. RadSec comes next (issue 9).
+//! device authentication EST uses. The core is served over UDP ([`radius_server::udp`]) and
+//! RadSec, RADIUS over TLS ([`radius_server::radsec`]).
 
 pub mod config;
 pub mod eap;

@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+pub mod radsec;
 pub mod udp;
 
 use crate::radius::{AUTHENTICATOR_LEN, Attribute, Code, Packet, RadiusError, attr};
@@ -328,6 +329,12 @@ impl<H: Handler> RadiusServer<H> {
 
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// The client table's entry for `source`, for a transport that admits clients before their
+    /// first packet (RadSec checks a connection's source before its TLS handshake).
+    pub fn client_for(&self, source: IpAddr) -> Option<&Client> {
+        self.clients.lookup(source)
     }
 
     pub fn cached_requests(&self) -> usize {

@@ -1,4 +1,5 @@
-//! The running TEAP gateway: the UDP socket, the RADIUS server core, the TEAP server
+//! The running TEAP gateway: the UDP socket (and the RadSec listener when configured), the
+//! RADIUS server core, the TEAP server
 //! configuration (TLS 1.2 certificate, Authority-ID), the registrar and the metrics, put
 //! together. `ragw run --target teap` and `ragw dev` call this; every decision is the core's,
 //! the gateway's or the conversation's.
@@ -10,14 +11,16 @@ use std::time::{Duration, Instant};
 use ragw_runtime::ops::MetricsRegistry;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
 
 use crate::config::TeapConfig;
 use crate::gateway::{
     GatewayError, RandomSource, Registrar, ServerEngine, TeapGateway, TeapMetrics,
 };
+use crate::radius_server::radsec::{RADSEC_SECRET, RadsecLimits, RadsecServer, radsec_tls_config};
 use crate::radius_server::udp::{completion_channel, serve_observed};
-use crate::radius_server::{CacheLimits, Client, ClientTable, RadiusServer};
+use crate::radius_server::{CacheLimits, Client, ClientTable, IpPrefix, RadiusServer, Secret};
 use crate::teap_server::{ConversationLimits, TeapServerConfig, tls_server_config};
 
 /// Retransmission cache entries at least (one per request in flight or recently answered).
@@ -53,12 +56,23 @@ pub enum TeapServiceError {
     Io(#[from] std::io::Error),
 }
 
+/// The RadSec listener (RFC 6614): a bound TCP socket, its server certificate, the CA client
+/// certificates must chain to, the client sources, and the connection limits.
+pub struct RadsecListener {
+    pub listener: TcpListener,
+    pub tls: TeapTls,
+    pub client_ca_pem: Vec<u8>,
+    pub clients: Vec<(String, IpPrefix)>,
+    pub limits: RadsecLimits,
+}
+
 pub struct TeapService {
     config: TeapConfig,
     tls: TeapTls,
     registrar: Arc<dyn Registrar>,
     metrics: TeapMetrics,
     random: RandomSource,
+    radsec: Option<RadsecListener>,
 }
 
 impl TeapService {
@@ -69,7 +83,15 @@ impl TeapService {
             registrar,
             metrics: TeapMetrics::new(),
             random: system_random(),
+            radsec: None,
         }
+    }
+
+    /// Serves RadSec on `radsec` too, with its own RADIUS core and conversations (a NAS keeps
+    /// a conversation on one transport).
+    pub fn with_radsec(mut self, radsec: RadsecListener) -> TeapService {
+        self.radsec = Some(radsec);
+        self
     }
 
     /// Registers the gateway's metrics (component `teap`).
@@ -78,23 +100,14 @@ impl TeapService {
         self
     }
 
-    /// Serves RADIUS on `socket` until `shutdown` resolves.
+    /// Serves RADIUS on `socket` (and RadSec when configured) until `shutdown` resolves; a
+    /// listener failing ends both.
     pub async fn serve(
-        self,
+        mut self,
         socket: UdpSocket,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), TeapServiceError> {
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&self.tls.cert_chain_pem)
-                .collect::<Result<_, _>>()
-                .map_err(|e| TeapServiceError::Tls(format!("certificate chain: {e}")))?;
-        if chain.is_empty() {
-            return Err(TeapServiceError::Tls(
-                "the certificate file holds no CERTIFICATE block".into(),
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&self.tls.key_pem)
-            .map_err(|e| TeapServiceError::Tls(format!("private key: {e}")))?;
+        let (chain, key) = parse_tls(&self.tls)?;
         let tls =
             tls_server_config(chain, key).map_err(|e| TeapServiceError::Tls(e.to_string()))?;
         let trusted_server_root_pkcs7 = trusted_server_root(&self.tls.trusted_server_root_pem)?;
@@ -119,6 +132,10 @@ impl TeapService {
             max_entries: MIN_CACHE_ENTRIES.max(limits.max_conversations),
             lifetime: limits.enrollment_hold + limits.registrar_timeout * 2 + CACHE_MARGIN,
         };
+        let radsec = match self.radsec.take() {
+            Some(radsec) => Some(self.radsec_core(radsec, &server_config, cache)?),
+            None => None,
+        };
         let (completer, completions) = completion_channel();
         let engine = ServerEngine::new(server_config, Arc::clone(&self.random));
         let metrics = self.metrics.clone();
@@ -132,16 +149,134 @@ impl TeapService {
             Arc::new(Instant::now),
         )?;
         let core = RadiusServer::new(clients, gateway, cache);
-        serve_observed(
-            socket,
-            core,
-            completions,
-            |datagram, action| metrics.observe(datagram, action),
-            shutdown,
-        )
-        .await?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let udp = {
+            let metrics = metrics.clone();
+            let stop_tx = stop_tx.clone();
+            let stop = stopped(stop_rx.clone());
+            async move {
+                let result = serve_observed(
+                    socket,
+                    core,
+                    completions,
+                    |datagram, action| metrics.observe(datagram, action),
+                    stop,
+                )
+                .await
+                .map(|_| ());
+                let _ = stop_tx.send(true);
+                result
+            }
+        };
+        let radsec = {
+            let stop_tx = stop_tx.clone();
+            let stop = stopped(stop_rx.clone());
+            async move {
+                let Some((server, listener, core, completions)) = radsec else {
+                    return Ok(());
+                };
+                let result = server
+                    .serve(
+                        listener,
+                        core,
+                        completions,
+                        |packet, action| metrics.observe(packet, action),
+                        stop,
+                    )
+                    .await
+                    .map(|_| ());
+                let _ = stop_tx.send(true);
+                result
+            }
+        };
+        let signal = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stopped(stop_rx) => {}
+            }
+            let _ = stop_tx.send(true);
+        };
+        let ((), udp, radsec) = tokio::join!(signal, udp, radsec);
+        udp?;
+        radsec?;
         Ok(())
     }
+
+    /// The RadSec listener's own core: a second gateway on the same TEAP server configuration
+    /// and registrar, its client table holding the fixed secret `radsec`.
+    #[allow(clippy::type_complexity)]
+    fn radsec_core(
+        &self,
+        radsec: RadsecListener,
+        server_config: &Arc<TeapServerConfig>,
+        cache: CacheLimits,
+    ) -> Result<
+        (
+            RadsecServer,
+            TcpListener,
+            RadiusServer<TeapGateway<ServerEngine>>,
+            crate::radius_server::udp::Completions,
+        ),
+        TeapServiceError,
+    > {
+        let (chain, key) = parse_tls(&radsec.tls)?;
+        let client_cas: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&radsec.client_ca_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| TeapServiceError::Tls(format!("RadSec client CA: {e}")))?;
+        let tls = radsec_tls_config(chain, key, &client_cas)
+            .map_err(|e| TeapServiceError::Tls(e.to_string()))?;
+        let secret = Secret::new(RADSEC_SECRET)
+            .map_err(|e| TeapServiceError::Tls(format!("RadSec secret: {e}")))?;
+        let mut clients = ClientTable::new();
+        for (name, prefix) in &radsec.clients {
+            clients.insert(
+                *prefix,
+                Client {
+                    name: name.clone(),
+                    secret: secret.clone(),
+                },
+            );
+        }
+        let (completer, completions) = completion_channel();
+        let engine = ServerEngine::new(Arc::clone(server_config), Arc::clone(&self.random));
+        let gateway = TeapGateway::new(
+            self.config.clone(),
+            engine,
+            Arc::clone(&self.registrar),
+            completer,
+            self.metrics.for_another_gateway(),
+            Arc::clone(&self.random),
+            Arc::new(Instant::now),
+        )?;
+        let server = RadsecServer::new(tls, radsec.limits);
+        Ok((
+            server,
+            radsec.listener,
+            RadiusServer::new(clients, gateway, cache),
+            completions,
+        ))
+    }
+}
+
+fn parse_tls(
+    tls: &TeapTls,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TeapServiceError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert_chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TeapServiceError::Tls(format!("certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(TeapServiceError::Tls(
+            "the certificate file holds no CERTIFICATE block".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)
+        .map_err(|e| TeapServiceError::Tls(format!("private key: {e}")))?;
+    Ok((chain, key))
 }
 
 /// The system CSPRNG (aws-lc-rs, the one crypto provider).

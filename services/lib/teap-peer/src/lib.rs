@@ -31,9 +31,9 @@ mod tls;
 pub use fragment::{FragmentError, Fragmenter, Reassembled, Reassembler};
 pub use peer::{Peer, PeerOutcome, PeerStep};
 pub use phase2::peer_error_code;
-pub use radius_driver::{RadiusAttrs, RadiusOutcome, run_over_radius};
+pub use radius_driver::{RadiusAttrs, RadiusOutcome, run_over_radius, run_over_radsec};
 pub use ragw_teap::keys::SessionKeys;
-pub use tls::client_tls_config;
+pub use tls::{client_tls_config, radsec_client_tls_config};
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! A thin RADIUS client (RFC 2865, RFC 3579) that carries one [`Peer`] conversation to a RADIUS
-//! server over UDP, as a NAS would.
+//! server as a NAS would: over UDP ([`run_over_radius`]) or RadSec, RADIUS over TLS on TCP
+//! (RFC 6614, [`run_over_radsec`]), the same requests either way.
 //!
 //! Each Access-Request carries User-Name (the outer identity), the EAP-Response split into
 //! EAP-Message attributes of at most 253 octets, the State of the last Access-Challenge, the
@@ -10,13 +11,19 @@
 //! identifier and authenticator), so a server that deferred the request answers it later.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ragw_teap::radius::{
     self, AUTHENTICATOR_LEN, Attribute, Code, MS_MPPE_RECV_KEY, MS_MPPE_SEND_KEY, Packet,
     VENDOR_MICROSOFT, attr,
 };
-use tokio::net::UdpSocket;
+use ragw_teap::radius_server::radsec::RADSEC_SECRET;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::{Peer, PeerError, PeerOutcome, PeerStep};
 
@@ -63,7 +70,7 @@ pub struct RadiusOutcome {
 
 /// Runs `peer` against the RADIUS server at `server` with the shared `secret`.
 pub async fn run_over_radius(
-    mut peer: Peer,
+    peer: Peer,
     server: SocketAddr,
     secret: &[u8],
     attrs: RadiusAttrs,
@@ -75,6 +82,39 @@ pub async fn run_over_radius(
     };
     let socket = UdpSocket::bind(local).await?;
     socket.connect(server).await?;
+    converse(peer, Transport::Udp(socket), secret, attrs).await
+}
+
+/// Runs `peer` against a RadSec (RFC 6614) server at `server`: one TLS connection (`tls` should
+/// present the client certificate the server requires; [`crate::radsec_client_tls_config`]
+/// builds one), the fixed shared secret `radsec`, and no retransmission: TCP delivers, so
+/// `attrs.timeout * attrs.max_tries` bounds the wait for each response instead.
+pub async fn run_over_radsec(
+    peer: Peer,
+    server: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    attrs: RadiusAttrs,
+) -> Result<RadiusOutcome, PeerError> {
+    let tcp = TcpStream::connect(server).await?;
+    tcp.set_nodelay(true)?;
+    let stream = TlsConnector::from(tls).connect(server_name, tcp).await?;
+    converse(peer, Transport::Tls(Box::new(stream)), RADSEC_SECRET, attrs).await
+}
+
+/// How Access-Requests travel.
+enum Transport {
+    Udp(UdpSocket),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The conversation, whatever the transport.
+async fn converse(
+    mut peer: Peer,
+    mut transport: Transport,
+    secret: &[u8],
+    attrs: RadiusAttrs,
+) -> Result<RadiusOutcome, PeerError> {
     // Fresh randomness per use (no generator held across awaits keeps this future Send).
     let mut radius_identifier: u8 = rand::random();
     // NAS-initiated: the NAS asked for the identity on the link, the peer answered.
@@ -94,7 +134,8 @@ pub async fn run_over_radius(
         )?;
         let datagram = request.encode_request(secret)?;
         requests += 1;
-        let (response, resent) = exchange(&socket, &datagram, &request, secret, &attrs).await?;
+        let (response, resent) =
+            exchange(&mut transport, &datagram, &request, secret, &attrs).await?;
         retransmissions += resent;
         radius_identifier = radius_identifier.wrapping_add(1);
         if response.attribute(attr::MESSAGE_AUTHENTICATOR).is_none() {
@@ -188,9 +229,68 @@ fn build_request(
     Ok(request)
 }
 
+/// Sends `datagram` and waits for the response that verifies against `request`. Returns the
+/// response and the retransmission count.
+async fn exchange(
+    transport: &mut Transport,
+    datagram: &[u8],
+    request: &Packet,
+    secret: &[u8],
+    attrs: &RadiusAttrs,
+) -> Result<(Packet, u32), PeerError> {
+    match transport {
+        Transport::Udp(socket) => exchange_udp(socket, datagram, request, secret, attrs).await,
+        Transport::Tls(stream) => exchange_tls(stream, datagram, request, secret, attrs)
+            .await
+            .map(|response| (response, 0)),
+    }
+}
+
+/// Over TCP nothing is retransmitted (RFC 6613 §2.6.1: the transport does it); packets are
+/// framed by their Length field.
+async fn exchange_tls(
+    stream: &mut TlsStream<TcpStream>,
+    datagram: &[u8],
+    request: &Packet,
+    secret: &[u8],
+    attrs: &RadiusAttrs,
+) -> Result<Packet, PeerError> {
+    stream.write_all(datagram).await?;
+    stream.flush().await?;
+    let tries = attrs.max_tries.max(1);
+    let deadline = tokio::time::Instant::now() + attrs.timeout * tries;
+    loop {
+        let packet = tokio::time::timeout_at(deadline, read_framed(stream))
+            .await
+            .map_err(|_| PeerError::Timeout { tries })??;
+        match Packet::parse_verified_response(&packet, request, secret) {
+            Ok(response) => return Ok(response),
+            Err(error) => tracing::debug!(%error, "TEAP peer: ignored RadSec packet"),
+        }
+    }
+}
+
+/// One RADIUS packet from the stream, by its Length field.
+async fn read_framed(stream: &mut TlsStream<TcpStream>) -> Result<Vec<u8>, PeerError> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await?;
+    let [_, _, high, low] = header;
+    let len = usize::from(u16::from_be_bytes([high, low]));
+    if !(radius::HEADER_LEN..=radius::MAX_PACKET_LEN).contains(&len) {
+        return Err(PeerError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("RadSec packet Length {len} out of range"),
+        )));
+    }
+    let mut packet = vec![0u8; len];
+    packet[..4].copy_from_slice(&header);
+    stream.read_exact(&mut packet[4..]).await?;
+    Ok(packet)
+}
+
 /// Sends `datagram` and waits for a response that verifies against `request`, retransmitting
 /// the same datagram after each timeout. Returns the response and the retransmission count.
-async fn exchange(
+async fn exchange_udp(
     socket: &UdpSocket,
     datagram: &[u8],
     request: &Packet,

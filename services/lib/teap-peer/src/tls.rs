@@ -35,3 +35,24 @@ pub fn client_tls_config(
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }
+
+/// The client side of a RadSec connection (RFC 6614): TLS 1.2 or 1.3, trusting `roots`, with
+/// the client certificate RadSec's mutual authentication requires. Unrelated to the TEAP
+/// tunnel's TLS, which runs inside EAP.
+pub fn radsec_client_tls_config(
+    roots: &[CertificateDer<'_>],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ClientConfig>, PeerError> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone().into_owned())?;
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+    .with_root_certificates(store)
+    .with_client_auth_cert(chain, key)?;
+    Ok(Arc::new(config))
+}

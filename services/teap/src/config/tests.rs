@@ -64,6 +64,7 @@ fn section(dir: &std::path::Path) -> TeapSection {
         limits: TeapLimitsSection::default(),
         clients,
         labels,
+        radsec: None,
     }
 }
 

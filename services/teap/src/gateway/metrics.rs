@@ -1,5 +1,8 @@
 //! The TEAP gateway's metrics, registered under the `teap` component of the shared registry.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,6 +34,9 @@ pub struct TeapMetrics {
     replies: Family<CodeLabel, Counter>,
     drops: Family<ReasonLabel, Counter>,
     conversations_open: Gauge,
+    // This gateway's share of `conversations_open` (the RadSec listener's gateway has its own,
+    // see `for_another_gateway`), so two gateways add up instead of overwriting each other.
+    own_open: Arc<AtomicI64>,
     decisions: Family<OutcomeLabel, Counter>,
     provisioning: Family<OutcomeLabel, Counter>,
     unaudited: Counter,
@@ -120,8 +126,18 @@ impl TeapMetrics {
     }
 
     pub(crate) fn set_open(&self, open: usize) {
-        self.conversations_open
-            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        let open = i64::try_from(open).unwrap_or(i64::MAX);
+        let before = self.own_open.swap(open, Ordering::Relaxed);
+        self.conversations_open.inc_by(open.saturating_sub(before));
+    }
+
+    /// The same metrics for a second gateway (the RadSec listener's): counters shared, its
+    /// open conversations added to the gauge rather than replacing this one's.
+    pub fn for_another_gateway(&self) -> TeapMetrics {
+        TeapMetrics {
+            own_open: Arc::default(),
+            ..self.clone()
+        }
     }
 
     pub(crate) fn decision(&self, accepted: bool) {
@@ -187,5 +203,24 @@ mod tests {
     fn code_names_are_snake_case() {
         assert_eq!(code_name(Code::AccessChallenge), "access_challenge");
         assert_eq!(code_name(Code::StatusServer), "status_server");
+    }
+}
+
+#[cfg(test)]
+mod open_gauge_tests {
+    use super::TeapMetrics;
+
+    #[test]
+    fn two_gateways_add_up_in_conversations_open() {
+        let udp = TeapMetrics::new();
+        let radsec = udp.for_another_gateway();
+        udp.set_open(3);
+        radsec.set_open(2);
+        assert_eq!(udp.conversations_open.get(), 5);
+        udp.set_open(1);
+        assert_eq!(radsec.conversations_open.get(), 3);
+        // A clone is the same gateway: it replaces, not adds.
+        udp.clone().set_open(4);
+        assert_eq!(udp.conversations_open.get(), 6);
     }
 }

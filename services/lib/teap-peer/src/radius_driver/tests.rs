@@ -111,7 +111,7 @@ async fn a_lost_answer_is_recovered_by_retransmitting_the_same_datagram() {
         server.send_to(&reply, from).await.unwrap();
         seen
     });
-    let (response, retransmissions) = exchange(&client, &datagram, &request, SECRET, &attrs())
+    let (response, retransmissions) = exchange_udp(&client, &datagram, &request, SECRET, &attrs())
         .await
         .expect("answered after a retransmission");
     assert_eq!(response.code, Code::AccessChallenge);
@@ -129,7 +129,7 @@ async fn silence_ends_in_a_timeout_after_max_tries() {
     let datagram = request.encode_request(SECRET).unwrap();
     let mut quick = attrs();
     quick.timeout = Duration::from_millis(20);
-    let result = exchange(&client, &datagram, &request, SECRET, &quick).await;
+    let result = exchange_udp(&client, &datagram, &request, SECRET, &quick).await;
     assert!(
         matches!(result, Err(PeerError::Timeout { tries: 3 })),
         "{result:?}"
