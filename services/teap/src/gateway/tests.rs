@@ -138,7 +138,8 @@ impl TeapConversation for ScriptedConversation {
                 self.phase = Phase::AskedCsr;
                 self.send()
             }
-            Answer::RequirePassword { .. } => {
+            // The script's password arrives as CheckPassword whichever method carried it.
+            Answer::RequirePassword { .. } | Answer::RequireInnerEap { .. } => {
                 self.phase = Phase::AskedPassword;
                 self.send()
             }
