@@ -228,7 +228,7 @@ pub struct TeapLabelSection {
 /// The inner method that carries the password (both check the same `basic` credentials).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum PasswordMethod {
-    /// Basic-Password-Auth TLVs (RFC 9930 §3.3.2): user name and password in one TLV.
+    /// Basic-Password-Auth TLVs (RFC 9930 "Inner Password Authentication"): user name and password in one TLV.
     #[default]
     #[serde(rename = "basic")]
     Basic,

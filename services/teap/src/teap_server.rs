@@ -52,7 +52,7 @@
 //!   - [`Answer::RequirePassword`]: Basic-Password-Auth-Req; the response becomes
 //!     [`Question::CheckPassword`].
 //!   - [`Answer::RequireInnerEap`] runs an inner EAP method in EAP-Payload TLVs (RFC 9930
-//!     §3.3.1: "A TEAP server therefore MUST begin an EAP authentication with an
+//!     "Inner EAP Authentication": "A TEAP server therefore MUST begin an EAP authentication with an
 //!     EAP-Request/Identity (carried in an EAP-Payload TLV)"): EAP-Request/Identity, then for
 //!     [`InnerMethod::Gtc`] an EAP-Request/GTC carrying the prompt (RFC 3748 §5.6). The inner
 //!     identity and the GTC response become [`Question::CheckPassword`], so a password is
@@ -254,14 +254,18 @@ pub struct Provisioning {
     pub required: bool,
 }
 
-/// An inner EAP method the server runs in EAP-Payload TLVs (RFC 9930 §3.3.1).
+/// An inner EAP method the server runs in EAP-Payload TLVs (RFC 9930 "Inner EAP Authentication").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InnerMethod {
     /// EAP-GTC (RFC 3748 §5.6): the server sends a prompt, the peer answers with its password
     /// (or token) as the response. It exports no keys: the Crypto-Binding after it rests on
     /// the all-zero IMSK ([`KeySchedule::next_method_round`]), so it binds nothing of the inner
-    /// exchange to the tunnel, like Basic-Password-Auth.
+    /// exchange to the tunnel, like Basic-Password-Auth. RFC 9930 ("Limitations on Inner
+    /// Methods") calls GTC "not useful as phase 2 methods within TEAP" and says
+    /// implementations "MUST NOT permit the use of inner EAP methods which fail to perform
+    /// crypto-binding": the driver should offer it only where configured for peers that
+    /// cannot do Basic-Password-Auth.
     Gtc,
 }
 
@@ -318,7 +322,7 @@ struct Failure {
     error_code: Option<u32>,
 }
 
-/// An inner EAP conversation in progress (its own EAP state machine, RFC 9930 §3.3.1).
+/// An inner EAP conversation in progress (its own EAP state machine, RFC 9930 "Inner EAP Authentication").
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct InnerEap {
     method: InnerMethod,
