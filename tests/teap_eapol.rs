@@ -7,6 +7,7 @@
 //! `ragw dev --config`) authenticates in phase 1 without a password. So does the certificate
 //! ragw itself issued to a device (provisioned first with ragw's own TEAP peer), with the MPPE
 //! keys equal to hostap's MSK.
+//! A label with `password_method = "eap-gtc"` takes the same kind of password by inner EAP-GTC.
 //!
 //! eapol_test with EAP-TEAP is built from Debian's `wpa` sources by `.ci/build-hostap-peers`
 //! (Debian's binary lacks TEAP); it is found through RAGW_EAPOL_TEST or the peers cache.
@@ -304,4 +305,93 @@ async fn hostap_peer_authenticates_with_the_certificate_ragw_issued() {
     );
     teap_support::wait_for_audit(&dev, "gateway.access_granted", &["certificate ragw issued"])
         .await;
+}
+
+#[test]
+fn hostap_peer_authenticates_by_inner_eap_gtc_where_the_label_asks_for_it() {
+    let Some(eapol_test) = eapol_test() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let dev_config = work.path().join("dev.toml");
+    std::fs::write(
+        &dev_config,
+        "[teap.labels.gtc]\nprofile = \"iot\"\npassword_method = \"eap-gtc\"\n\n\
+         [teap.labels.gtc.basic]\nbootstrap_secret = \"gtc-bootstrap\"\n",
+    )
+    .unwrap();
+    let dev = Dev::start(&["--config", dev_config.to_str().unwrap()]);
+    let server: SocketAddr = dev.endpoint("radius").parse().unwrap();
+    let secret = std::fs::read_to_string(dev.dir.join("radius-secret")).unwrap();
+    let ca = dev.dir.join("ca").join("root.pem");
+    let db = dev.dir.join("ragw.db");
+
+    // The realm of the outer (anonymous) identity picks the label; hostap sends `identity` in
+    // the inner EAP-Response/Identity and the password as the EAP-GTC response.
+    let gtc_peer = |identity: &str, password: &str| {
+        config_with(
+            work.path(),
+            identity,
+            &ca,
+            &[
+                ("anonymous_identity", "anonymous@gtc".to_string()),
+                ("password", password.to_string()),
+                ("phase2", "auth=GTC".to_string()),
+            ],
+        )
+    };
+    let (ok, out) = run(
+        &eapol_test,
+        &gtc_peer("sn-gtc-1", "gtc-bootstrap"),
+        server,
+        secret.trim(),
+    );
+    assert!(ok, "eapol_test failed:\n{out}");
+    assert!(
+        out.contains("EAP-TEAP: Selected Phase 2 EAP vendor 0 method 6"),
+        "the peer did not run inner EAP-GTC:\n{out}"
+    );
+    let peer_msk = hexdump(&out, "EAP-TEAP: Derived key (MSK)").expect("peer MSK in the log");
+    let mut radius_msk = hexdump(&out, "MS-MPPE-Recv-Key (crypt)").expect("Recv-Key");
+    radius_msk.extend(hexdump(&out, "MS-MPPE-Send-Key (sign)").expect("Send-Key"));
+    assert_eq!(
+        radius_msk, peer_msk,
+        "the Access-Accept carries the peer's MSK"
+    );
+    let (_, _, details) = wait_for_audit(&db, "gateway.access_granted", "sn-gtc-1");
+    assert!(details.contains("EAP-GTC"), "{details}");
+    assert!(details.contains("\"label\":\"gtc\""), "{details}");
+
+    let (ok, out) = run(
+        &eapol_test,
+        &gtc_peer("sn-gtc-2", "not-the-secret"),
+        server,
+        secret.trim(),
+    );
+    assert!(!ok, "a wrong password was accepted:\n{out}");
+    // The refusal names the user name tried (from the inner EAP-Response/Identity).
+    let (_, _, details) = wait_for_audit(&db, "gateway.refused", "wrong user name or password");
+    assert!(details.contains("\"label\":\"gtc\""), "{details}");
+    assert!(details.contains("sn-gtc-2"), "{details}");
+
+    // A peer configured for another inner method answers EAP-GTC with a legacy Nak: refused
+    // with Error 1032 (Inner method not supported).
+    let (ok, out) = run(
+        &eapol_test,
+        &config_with(
+            work.path(),
+            "sn-gtc-3",
+            &ca,
+            &[
+                ("anonymous_identity", "anonymous@gtc".to_string()),
+                ("password", "gtc-bootstrap".to_string()),
+                ("phase2", "auth=MSCHAPV2".to_string()),
+            ],
+        ),
+        server,
+        secret.trim(),
+    );
+    assert!(!ok, "a peer refusing EAP-GTC was accepted:\n{out}");
+    let (_, _, details) = wait_for_audit(&db, "gateway.refused", "refused inner EAP method 6");
+    assert!(details.contains("\"status\":1032"), "{details}");
 }

@@ -222,8 +222,26 @@ pub struct TeapLabelSection {
     /// Device certificates in the phase-1 handshake (IDevIDs). The same section as
     /// `[est.labels.<name>.client_cert]`.
     pub client_cert: Option<ClientCertSection>,
+    /// How a device no certificate authenticated sends the `basic` password inside the
+    /// tunnel; needs `basic`.
+    #[serde(default)]
+    pub password_method: PasswordMethod,
     #[serde(default)]
     pub provisioning: ProvisioningSection,
+}
+
+/// The inner method that carries the password (both check the same `basic` credentials).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum PasswordMethod {
+    /// Basic-Password-Auth TLVs (RFC 9930 "Inner Password Authentication"): user name and password in one TLV.
+    #[default]
+    #[serde(rename = "basic")]
+    Basic,
+    /// Inner EAP-GTC (RFC 3748 §5.6) in EAP-Payload TLVs: the inner EAP identity is the user
+    /// name, the GTC response the password. For peers that run inner EAP but not
+    /// Basic-Password-Auth; like it, it binds no inner keys to the tunnel.
+    #[serde(rename = "eap-gtc")]
+    EapGtc,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -272,6 +290,7 @@ pub struct TeapLabel {
     pub profile: String,
     pub basic: Option<BasicAuth>,
     pub client_cert: Option<ClientCertAuth>,
+    pub password_method: PasswordMethod,
     pub certificate: CertificateProvisioning,
 }
 
@@ -283,6 +302,7 @@ impl TeapLabel {
             profile: profile.to_string(),
             basic: None,
             client_cert: None,
+            password_method: PasswordMethod::Basic,
             certificate: CertificateProvisioning::Offered,
         }
     }
@@ -402,6 +422,13 @@ impl TeapConfig {
                     key + ".basic",
                     "neither password_file nor a bootstrap secret is set, so no password \
                      could ever be accepted",
+                ));
+            }
+            if l.password_method != PasswordMethod::Basic && l.basic.is_none() {
+                return Err(invalid(
+                    key + ".password_method",
+                    "asks for a password inside the tunnel, but the label has no basic section \
+                     to check it against",
                 ));
             }
             if let Some(c) = &l.client_cert
@@ -560,6 +587,7 @@ impl TeapSection {
             if let Some(c) = &s.client_cert {
                 l.client_cert = Some(client_cert_from_section(&key, c)?);
             }
+            l.password_method = s.password_method;
             l.certificate = s.provisioning.certificate;
             labels.push(l);
         }

@@ -17,6 +17,8 @@ pub const HEADER_LEN: usize = 4;
 pub mod method {
     pub const IDENTITY: u8 = 1;
     pub const NAK: u8 = 3;
+    /// Generic Token Card (RFC 3748 §5.6).
+    pub const GTC: u8 = 6;
     pub const TEAP: u8 = 55;
 }
 

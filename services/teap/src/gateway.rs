@@ -35,13 +35,13 @@ use tokio::sync::Semaphore;
 use tonic::{Code as GrpcCode, Status};
 
 pub use api::{
-    Answer, Finish, Next, Provisioning, Question, ServerEngine, SessionKeys, TeapConversation,
-    TeapEngine,
+    Answer, Finish, InnerMethod, Next, Provisioning, Question, ServerEngine, SessionKeys,
+    TeapConversation, TeapEngine,
 };
 pub use metrics::TeapMetrics;
 pub use registrar::{GrpcRegistrar, Registrar, RegistrarFuture};
 
-use crate::config::{CertificateProvisioning, TeapConfig, TeapLabel};
+use crate::config::{CertificateProvisioning, PasswordMethod, TeapConfig, TeapLabel};
 use crate::eap;
 use crate::radius::{self, Attribute, Code, Packet, attr};
 use crate::radius_server::udp::Completer;
@@ -59,6 +59,8 @@ pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 pub const UNSPECIFIED_AUTHENTICATION_FAILURE: u32 = 1003;
 
 const STATE_LEN: usize = 16;
+/// The EAP-GTC message (RFC 3748 §5.6: "a displayable message"); hostapd sends the same.
+const GTC_PROMPT: &[u8] = b"Password";
 type StateId = [u8; STATE_LEN];
 
 /// Audit records in flight at once; beyond it they are counted, not sent.
@@ -637,7 +639,7 @@ impl<E: TeapEngine> Shared<E> {
 
     /// Phase 1 is done: a device certificate chained to the label's anchors, else a
     /// certificate ragw issued (the registrar checks it), else a password if the label takes
-    /// one.
+    /// one, by Basic-Password-Auth or inner EAP-GTC as its `password_method` says.
     async fn tunnel_up(
         self: &Arc<Self>,
         context: &mut Context,
@@ -712,7 +714,14 @@ impl<E: TeapEngine> Shared<E> {
             }
         }
         if label.basic.is_some() {
-            return Answer::RequirePassword { prompt: Vec::new() };
+            // Either way the password comes back as CheckPassword: one check for both.
+            return match label.password_method {
+                PasswordMethod::Basic => Answer::RequirePassword { prompt: Vec::new() },
+                PasswordMethod::EapGtc => Answer::RequireInnerEap {
+                    method: InnerMethod::Gtc,
+                    prompt: GTC_PROMPT.to_vec(),
+                },
+            };
         }
         let (error_code, reason) = match problem {
             Some(p) => (error_code::CLIENT_CERT_REJECTED, p),
@@ -803,7 +812,10 @@ impl<E: TeapEngine> Shared<E> {
         }
         self.guard.record_success(&guard_key);
         context.device = Some(device);
-        context.authenticated_by = Some("password");
+        context.authenticated_by = Some(match label.password_method {
+            PasswordMethod::Basic => "password",
+            PasswordMethod::EapGtc => "password (EAP-GTC)",
+        });
         self.authenticated(context, label).await
     }
 

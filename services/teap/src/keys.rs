@@ -308,9 +308,28 @@ impl KeySchedule {
     /// with the zero IMSK; the Crypto-Binding cannot tell the two apart (same CMK), only the
     /// MSK differs.
     pub fn next_round(&mut self, inner_msk: Option<&[u8]>, inner_emsk: Option<&[u8]>) {
-        let hash = self.hash;
         let inner_msk = inner_msk.filter(|msk| !msk.is_empty());
         let inner_emsk = inner_emsk.filter(|emsk| !emsk.is_empty());
+        let binding_only = inner_msk.is_none() && inner_emsk.is_none();
+        self.round(inner_msk, inner_emsk, binding_only);
+    }
+
+    /// One successful inner *EAP* method, round j: like [`next_round`](Self::next_round), but
+    /// the MSK chain's S-IMCK always advances, with the all-zero IMSK when the method exported
+    /// no MSK (EAP-GTC, RFC 3748 §5.6, makes no keys). RFC 9930 "Generating the Inner Method
+    /// Session Key": "If inner method does not provide either MSK or EMSK ... then both MSK and
+    /// IMSK[j] are set to all zeroes", and `S-IMCK[j]` is the first 40 octets of `IMCK[j]`.
+    /// hostap 2.10 does this for an inner EAP method without keys on both sides
+    /// (`eap_teap_derive_imck` with no MSK writes S-IMCK), and keeps S-IMCK only for
+    /// Basic-Password-Auth and no inner method, which is what `next_round(None, None)` does.
+    pub fn next_method_round(&mut self, inner_msk: Option<&[u8]>, inner_emsk: Option<&[u8]>) {
+        let inner_msk = inner_msk.filter(|msk| !msk.is_empty());
+        let inner_emsk = inner_emsk.filter(|emsk| !emsk.is_empty());
+        self.round(inner_msk, inner_emsk, false);
+    }
+
+    fn round(&mut self, inner_msk: Option<&[u8]>, inner_emsk: Option<&[u8]>, keep_s_imck: bool) {
+        let hash = self.hash;
         let mut msk_imsk = [0; IMSK_LEN];
         if let Some(msk) = inner_msk {
             msk_imsk
@@ -318,8 +337,7 @@ impl KeySchedule {
                 .zip(msk)
                 .for_each(|(imsk_octet, msk_octet)| *imsk_octet = *msk_octet);
         }
-        let binding_only = inner_msk.is_none() && inner_emsk.is_none();
-        self.msk_chain.advance(hash, &msk_imsk, binding_only);
+        self.msk_chain.advance(hash, &msk_imsk, keep_s_imck);
         msk_imsk.zeroize();
 
         self.emsk_in_current_round = false;

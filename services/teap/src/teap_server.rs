@@ -51,6 +51,19 @@
 //!     Intermediate-Result + Crypto-Binding(Request) go along); anything but a PKCS#10 fails.
 //!   - [`Answer::RequirePassword`]: Basic-Password-Auth-Req; the response becomes
 //!     [`Question::CheckPassword`].
+//!   - [`Answer::RequireInnerEap`] runs an inner EAP method in EAP-Payload TLVs (RFC 9930
+//!     "Inner EAP Authentication": "A TEAP server therefore MUST begin an EAP authentication with an
+//!     EAP-Request/Identity (carried in an EAP-Payload TLV)"): EAP-Request/Identity, then for
+//!     [`InnerMethod::Gtc`] an EAP-Request/GTC carrying the prompt (RFC 3748 §5.6). The inner
+//!     identity and the GTC response become [`Question::CheckPassword`], so a password is
+//!     checked the same way whichever method carried it; success is Intermediate-Result +
+//!     Crypto-Binding + Result, as after Basic-Password-Auth. The inner EAP conversation never
+//!     ends in an inner EAP-Success/Failure ("a TEAP server MUST NOT finish the EAP
+//!     conversation with an EAP Success or EAP Failure packet"). A legacy Nak to the method
+//!     request (hostap sends one proposing its configured `phase2` methods) or a NAK TLV for
+//!     EAP-Payload ends in Error 1032 (Inner method not supported) + Result(Failure); a
+//!     malformed EAP-Payload, a Request, a wrong inner identifier or another method type in
+//!     2002. No Identity-Type TLV is sent (it is a hint; hostapd sends none either).
 //!   - [`Answer::Issued`] sends PKCS#7 + Intermediate-Result(Success) +
 //!     Crypto-Binding(Request) + Result(Success); [`Answer::EnrollFailed`] sends Error +
 //!     Intermediate-Result(Failure) + Result(Failure) (Appendix C.12).
@@ -65,9 +78,13 @@
 //!     without roots the request is not processed and its Status decides (Success: the same
 //!     fresh round without roots; Failure: protected failure). A Trusted-Server-Root request
 //!     elsewhere adds the roots to our next message.
-//! - Key rounds: no inner EAP method is offered, so every Crypto-Binding Request first runs
-//!   a binding-only round, [`KeySchedule::next_round`]`(None, None)` (all-zero IMSK, as hostap
-//!   does with no inner method and with Basic-Password-Auth); see [`crate::keys`] for where
+//! - Key rounds: every Crypto-Binding Request first runs a round of the key schedule. After
+//!   no inner method, after Basic-Password-Auth and after a PKCS#7 it is a binding-only
+//!   round, [`KeySchedule::next_round`]`(None, None)` (all-zero IMSK, S-IMCK kept: as hostap
+//!   does); the first round after an inner EAP method is that method's,
+//!   [`KeySchedule::next_method_round`], with the all-zero IMSK for EAP-GTC (no keys) and
+//!   S-IMCK advancing, which is what hostap 2.10 does on both sides (its inner-GTC run gave the
+//!   MSK from `S-IMCK[1]`; `tests/vectors/hostap_gtc_trace.txt`). See [`crate::keys`] for where
 //!   the MSK/EMSK then come from. The session_key_seed is the TLS exporter output for
 //!   [`keys::SESSION_KEY_SEED_LABEL`] (no context, 40 octets), the PRF hash that of the
 //!   negotiated suite.
@@ -208,6 +225,14 @@ pub enum Answer {
     Authenticated { provisioning: Option<Provisioning> },
     /// Ask for Basic-Password-Auth inside the tunnel (the prompt may be empty).
     RequirePassword { prompt: Vec<u8> },
+    /// Run an inner EAP method in EAP-Payload TLVs (to `TunnelUp`, or to `CheckPassword` to
+    /// ask again): EAP-Request/Identity, then the method. For [`InnerMethod::Gtc`] the
+    /// `prompt` is the EAP-GTC message shown to the user, and the inner identity and the
+    /// token become [`Question::CheckPassword`].
+    RequireInnerEap {
+        method: InnerMethod,
+        prompt: Vec<u8>,
+    },
     /// Refuse: protected Result(Failure) + Error TLV, then EAP-Failure.
     Reject { error_code: u32, reason: String },
     /// To `Enroll`: the certs-only PKCS#7 (DER) answering the CSR.
@@ -227,6 +252,30 @@ pub struct Provisioning {
     /// bundled with the Crypto-Binding round and Result(Success); a required one is sent on its
     /// own (Appendix C.11). See the module docs.
     pub required: bool,
+}
+
+/// An inner EAP method the server runs in EAP-Payload TLVs (RFC 9930 "Inner EAP Authentication").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InnerMethod {
+    /// EAP-GTC (RFC 3748 §5.6): the server sends a prompt, the peer answers with its password
+    /// (or token) as the response. It exports no keys: the Crypto-Binding after it rests on
+    /// the all-zero IMSK ([`KeySchedule::next_method_round`]), so it binds nothing of the inner
+    /// exchange to the tunnel, like Basic-Password-Auth. RFC 9930 ("Limitations on Inner
+    /// Methods") calls GTC "not useful as phase 2 methods within TEAP" and says
+    /// implementations "MUST NOT permit the use of inner EAP methods which fail to perform
+    /// crypto-binding": the driver should offer it only where configured for peers that
+    /// cannot do Basic-Password-Auth.
+    Gtc,
+}
+
+impl InnerMethod {
+    /// The EAP method type.
+    pub fn eap_type(self) -> u8 {
+        match self {
+            InnerMethod::Gtc => eap::method::GTC,
+        }
+    }
 }
 
 /// How the conversation ended.
@@ -273,11 +322,23 @@ struct Failure {
     error_code: Option<u32>,
 }
 
+/// An inner EAP conversation in progress (its own EAP state machine, RFC 9930 "Inner EAP Authentication").
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InnerEap {
+    method: InnerMethod,
+    /// Identifier of the inner EAP-Request outstanding.
+    identifier: u8,
+    prompt: Vec<u8>,
+    /// The peer's EAP-Response/Identity, once received; the method request is then out.
+    identity: Option<Vec<u8>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Handshake,
     Asked(Asked),
     AwaitPasswordResp,
+    AwaitInnerEap(InnerEap),
     AwaitCsr { required: bool },
     AwaitBinding { then: AfterBinding },
     AwaitFailureAck(Failure),
@@ -307,6 +368,9 @@ pub struct Conversation {
     peer_certificates: Vec<Vec<u8>>,
     /// The peer asked for the Trusted-Server-Root: include it in the next request.
     send_trusted_server_root: bool,
+    /// An inner EAP method succeeded: the next Crypto-Binding round is that method's
+    /// ([`KeySchedule::next_method_round`]), not a binding-only one.
+    inner_eap_round_pending: bool,
 }
 
 impl fmt::Debug for Conversation {
@@ -364,6 +428,7 @@ impl Conversation {
             binding_request: None,
             peer_certificates: Vec::new(),
             send_trusted_server_root: false,
+            inner_eap_round_pending: false,
         };
         Ok((conversation, packet))
     }
@@ -480,8 +545,24 @@ impl Conversation {
                 }
             }
             (Asked::TunnelUp | Asked::CheckPassword, Answer::RequirePassword { prompt }) => {
+                self.inner_eap_round_pending = false;
                 self.phase = Phase::AwaitPasswordResp;
                 self.send_tlvs(vec![Tlv::BasicPasswordAuthReq(prompt)])
+            }
+            (
+                Asked::TunnelUp | Asked::CheckPassword,
+                Answer::RequireInnerEap { method, prompt },
+            ) => {
+                self.inner_eap_round_pending = false;
+                // Any identifier starts the inner EAP state machine; ours follows the outer one.
+                let identifier = self.identifier;
+                self.phase = Phase::AwaitInnerEap(InnerEap {
+                    method,
+                    identifier,
+                    prompt,
+                    identity: None,
+                });
+                self.send_inner_eap_request(identifier, Body::Identity(Vec::new()))
             }
             (asked, Answer::Reject { error_code, reason }) => self.fail_protected(
                 format!("driver rejected the peer: {reason}"),
@@ -709,6 +790,7 @@ impl Conversation {
         }
         match phase {
             Phase::AwaitPasswordResp => self.on_password_response(&peer),
+            Phase::AwaitInnerEap(inner) => self.on_inner_eap_response(&peer, inner),
             Phase::AwaitCsr { required } => self.on_csr_response(&peer, required),
             Phase::AwaitBinding { then } => self.on_binding_response(&peer, then),
             Phase::Handshake | Phase::Asked(_) | Phase::AwaitFailureAck(_) | Phase::Finished => {
@@ -737,6 +819,122 @@ impl Conversation {
         };
         self.phase = Phase::Asked(Asked::CheckPassword);
         Next::Ask(Question::CheckPassword { username, password })
+    }
+
+    /// The peer's EAP-Payload during an inner EAP method: its EAP-Response/Identity, then the
+    /// method's response. A malformed or unexpected packet is a protected failure (2002); a
+    /// legacy Nak to the method request, or a NAK TLV for EAP-Payload, is "Inner method not
+    /// supported" (1032).
+    fn on_inner_eap_response(&mut self, peer: &PeerTlvs, inner: InnerEap) -> Step {
+        if peer.result == Some(Status::Failure) {
+            return self.peer_failed(peer);
+        }
+        if peer.naks.contains(&tlv_type::EAP_PAYLOAD) {
+            return self.fail_protected(
+                "peer does not support inner EAP methods (NAK TLV for EAP-Payload)".into(),
+                Some(error_code::INNER_METHOD_NOT_SUPPORTED),
+                false,
+            );
+        }
+        let [payload] = peer.eap_payloads.as_slice() else {
+            return self.fail_protected(
+                format!(
+                    "{} EAP-Payload TLVs in answer to our inner EAP-Request (expected one)",
+                    peer.eap_payloads.len()
+                ),
+                Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
+                false,
+            );
+        };
+        let packet = match Packet::parse(payload) {
+            Ok(packet) => packet,
+            Err(error) => {
+                return self.fail_protected(
+                    format!("malformed EAP packet in the EAP-Payload TLV: {error}"),
+                    Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
+                    false,
+                );
+            }
+        };
+        if packet.code != Code::Response || packet.identifier != inner.identifier {
+            return self.fail_protected(
+                format!(
+                    "inner EAP {:?} with identifier {} where the Response to request {} was \
+                     expected",
+                    packet.code, packet.identifier, inner.identifier
+                ),
+                Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
+                false,
+            );
+        }
+        let method_type = inner.method.eap_type();
+        match (inner.identity, packet.body) {
+            (None, Body::Identity(identity)) => {
+                let identifier = inner.identifier.wrapping_add(1);
+                let request = Body::Other {
+                    method_type,
+                    data: inner.prompt.clone(),
+                };
+                self.phase = Phase::AwaitInnerEap(InnerEap {
+                    identifier,
+                    identity: Some(identity),
+                    ..inner
+                });
+                self.send_inner_eap_request(identifier, request)
+            }
+            (
+                Some(identity),
+                Body::Other {
+                    method_type: t,
+                    data,
+                },
+            ) if t == method_type => {
+                // EAP-GTC: the whole Type-Data is the response (RFC 3748 §5.6).
+                let password = Zeroizing::new(data);
+                self.inner_eap_round_pending = true;
+                self.phase = Phase::Asked(Asked::CheckPassword);
+                Next::Ask(Question::CheckPassword {
+                    username: identity,
+                    password,
+                })
+            }
+            (Some(_), Body::Nak(proposed)) => self.fail_protected(
+                format!(
+                    "peer refused inner EAP method {method_type} (legacy Nak proposing \
+                     {proposed:?})"
+                ),
+                Some(error_code::INNER_METHOD_NOT_SUPPORTED),
+                true,
+            ),
+            (identity, body) => self.fail_protected(
+                format!(
+                    "unexpected inner EAP-Response ({}) while waiting for {}",
+                    inner_body_name(&body),
+                    if identity.is_some() {
+                        "the method's response"
+                    } else {
+                        "the Identity"
+                    }
+                ),
+                Some(error_code::UNEXPECTED_TLVS_EXCHANGED),
+                false,
+            ),
+        }
+    }
+
+    fn send_inner_eap_request(&mut self, identifier: u8, body: Body) -> Step {
+        let packet = Packet {
+            code: Code::Request,
+            identifier,
+            body,
+        };
+        match packet.encode() {
+            Ok(bytes) => self.send_tlvs(vec![Tlv::EapPayload(bytes)]),
+            Err(error) => self.fail_now(
+                format!("inner EAP-Request cannot be encoded: {error}"),
+                None,
+            ),
+        }
     }
 
     fn on_csr_response(&mut self, peer: &PeerTlvs, required: bool) -> Step {
@@ -901,7 +1099,14 @@ impl Conversation {
         let Some(keys) = self.keys.as_mut() else {
             return self.fail_now("Crypto-Binding without a key schedule".into(), None);
         };
-        keys.next_round(None, None);
+        // Only the first round after an inner EAP method is that method's; later ones (e.g.
+        // after the PKCS#7) are binding-only.
+        if std::mem::take(&mut self.inner_eap_round_pending) {
+            // No inner method here exports keys (EAP-GTC): the zero IMSK, S-IMCK advancing.
+            keys.next_method_round(None, None);
+        } else {
+            keys.next_round(None, None);
+        }
         let mut nonce = [0u8; 32];
         (self.random)(&mut nonce);
         if let Some(last) = nonce.last_mut() {
@@ -1102,10 +1307,21 @@ fn provisioning_tlvs(provisioning: Provisioning) -> Vec<Tlv> {
     ]
 }
 
+fn inner_body_name(body: &Body) -> String {
+    match body {
+        Body::Empty => "no type".into(),
+        Body::Identity(_) => "Identity".into(),
+        Body::Nak(_) => "legacy Nak".into(),
+        Body::Teap(_) => "EAP-TEAP".into(),
+        Body::Other { method_type, .. } => format!("EAP type {method_type}"),
+    }
+}
+
 fn answer_name(answer: &Answer) -> &'static str {
     match answer {
         Answer::Authenticated { .. } => "Authenticated",
         Answer::RequirePassword { .. } => "RequirePassword",
+        Answer::RequireInnerEap { .. } => "RequireInnerEap",
         Answer::Reject { .. } => "Reject",
         Answer::Issued { .. } => "Issued",
         Answer::EnrollFailed { .. } => "EnrollFailed",
@@ -1130,8 +1346,8 @@ fn expected_in(phase: &Phase, tlv: &Tlv) -> bool {
         Tlv::CryptoBinding(_) | Tlv::IntermediateResult { .. } => {
             matches!(phase, Phase::AwaitBinding { .. })
         }
+        Tlv::EapPayload(_) => matches!(phase, Phase::AwaitInnerEap(_)),
         Tlv::AuthorityId(_)
-        | Tlv::EapPayload(_)
         | Tlv::Pac(_)
         | Tlv::BasicPasswordAuthReq(_)
         | Tlv::Pkcs7(_)
@@ -1146,6 +1362,8 @@ struct PeerTlvs {
     intermediate_result: Option<Status>,
     crypto_binding: Option<CryptoBinding>,
     password: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
+    /// EAP-Payload TLV values (an EAP packet, maybe followed by TLVs); may hold a password.
+    eap_payloads: Vec<Zeroizing<Vec<u8>>>,
     pkcs10: Option<Vec<u8>>,
     errors: Vec<u32>,
     naks: Vec<u16>,
@@ -1169,6 +1387,7 @@ impl PeerTlvs {
                 Tlv::BasicPasswordAuthResp { username, password } => {
                     peer.password = Some((username.clone(), Zeroizing::new(password.clone())));
                 }
+                Tlv::EapPayload(payload) => peer.eap_payloads.push(Zeroizing::new(payload.clone())),
                 Tlv::Pkcs10(csr) => peer.pkcs10 = Some(csr.clone()),
                 Tlv::Error(code) => peer.errors.push(*code),
                 Tlv::Nak { nak_type, .. } => peer.naks.push(*nak_type),

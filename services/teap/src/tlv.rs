@@ -55,6 +55,8 @@ pub mod error_code {
     pub const BAD_CSR: u32 = 1025;
     pub const INTERNAL_CA_ERROR: u32 = 1026;
     pub const GENERAL_PKI_ERROR: u32 = 1027;
+    /// "Inner method not supported" (added by RFC 9930): the peer refused the proposed method.
+    pub const INNER_METHOD_NOT_SUPPORTED: u32 = 1032;
     pub const TUNNEL_COMPROMISE: u32 = 2001;
     pub const UNEXPECTED_TLVS_EXCHANGED: u32 = 2002;
 }

@@ -5,8 +5,8 @@
 //! The RADIUS handler here is test-only: it keeps one [`Conversation`] per RADIUS State it
 //! issued, answers the EAP-Response/Identity with the TEAP Start, answers the conversation's
 //! questions at once with a fixed policy (a Phase 1 client certificate authenticates; without
-//! one, Basic-Password-Auth against a fixed password), and ends with Access-Accept (EAP-Success,
-//! MS-MPPE keys from the MSK) or Access-Reject (EAP-Failure).
+//! one, Basic-Password-Auth or inner EAP-GTC against a fixed password), and ends with
+//! Access-Accept (EAP-Success, MS-MPPE keys from the MSK) or Access-Reject (EAP-Failure).
 //!
 //! Every successful case asserts that eapol_test reports SUCCESS and that the MSK it derived
 //! equals both the MSK ragw's conversation produced and the MS-MPPE keys eapol_test decrypted
@@ -30,8 +30,8 @@ use ragw_teap::radius_server::{
     Secret,
 };
 use ragw_teap::teap_server::{
-    Answer, Conversation, ConversationLimits, Next, Provisioning, Question, TeapServerConfig,
-    tls_server_config,
+    Answer, Conversation, ConversationLimits, InnerMethod, Next, Provisioning, Question,
+    TeapServerConfig, tls_server_config,
 };
 use rand::RngCore;
 use rcgen::{
@@ -105,6 +105,9 @@ fn pki(dir: &Path) -> Pki {
 struct Policy {
     /// Sent with `Authenticated` after a client certificate or the right password.
     provisioning: Option<Provisioning>,
+    /// Without a client certificate, ask for the password by inner EAP-GTC instead of
+    /// Basic-Password-Auth.
+    inner_gtc: bool,
 }
 
 /// One finished conversation as the server saw it.
@@ -168,6 +171,10 @@ impl TeapHandler {
                     provisioning: self.policy.provisioning.clone(),
                 }
             }
+            Question::TunnelUp { .. } if self.policy.inner_gtc => Answer::RequireInnerEap {
+                method: InnerMethod::Gtc,
+                prompt: b"Password".to_vec(),
+            },
             Question::TunnelUp { .. } => Answer::RequirePassword { prompt: Vec::new() },
             Question::CheckPassword { username, password } => {
                 if username == USER.as_bytes() && password.as_slice() == PASSWORD.as_bytes() {
@@ -456,7 +463,10 @@ fn certificate_case<'a>(network: &'a [&'a str]) -> Case<'a> {
             key: Path::new(""),
         },
         identity: DEVICE,
-        policy: Policy { provisioning: None },
+        policy: Policy {
+            provisioning: None,
+            inner_gtc: false,
+        },
         network,
         args: &[],
     }
@@ -506,7 +516,10 @@ fn basic_password_auth_accepted() {
         Case {
             auth: TeapPeerAuth::BasicPassword { password: PASSWORD },
             identity: USER,
-            policy: Policy { provisioning: None },
+            policy: Policy {
+                provisioning: None,
+                inner_gtc: false,
+            },
             network: &[],
             args: &[],
         },
@@ -534,7 +547,10 @@ fn wrong_password_rejected() {
                 password: "wrong horse",
             },
             identity: USER,
-            policy: Policy { provisioning: None },
+            policy: Policy {
+                provisioning: None,
+                inner_gtc: false,
+            },
             network: &[],
             args: &[],
         },
@@ -593,6 +609,7 @@ fn optional_provisioning_offer_does_not_break_hostap() {
             ],
             required: false,
         }),
+        inner_gtc: false,
     };
     let Some(result) = run_case(case, 1024) else {
         return;
@@ -623,6 +640,7 @@ fn optional_provisioning_offer_after_password_does_not_break_hostap() {
                     csr_attributes_der: vec![0x30, 0x00],
                     required: false,
                 }),
+                inner_gtc: false,
             },
             network: &[],
             args: &[],
@@ -632,4 +650,87 @@ fn optional_provisioning_offer_after_password_does_not_break_hostap() {
         return;
     };
     assert_success_same_msk(&result);
+}
+
+fn gtc_case<'a>(method: &'a str, password: &'a str) -> Case<'a> {
+    Case {
+        auth: TeapPeerAuth::InnerEap { method, password },
+        identity: USER,
+        policy: Policy {
+            provisioning: None,
+            inner_gtc: true,
+        },
+        network: &[],
+        args: &[],
+    }
+}
+
+#[test]
+fn inner_eap_gtc_accepted() {
+    let Some(result) = run_case(gtc_case("GTC", PASSWORD), 1024) else {
+        return;
+    };
+    // The MSK from S-IMCK[1] of the zero-IMSK round: eapol_test's, ragw's and the MPPE keys'.
+    assert_success_same_msk(&result);
+    let questions = &result.handler().questions;
+    assert!(
+        questions
+            .iter()
+            .any(|q| q.starts_with("CheckPassword") && q.contains(USER)),
+        "{questions:?}"
+    );
+    assert!(
+        result
+            .run
+            .stdout
+            .contains("EAP-TEAP: Selected Phase 2 EAP vendor 0 method 6"),
+        "eapol_test did not run inner EAP-GTC"
+    );
+}
+
+#[test]
+fn inner_eap_gtc_wrong_password_rejected() {
+    let Some(result) = run_case(gtc_case("GTC", "wrong horse"), 1024) else {
+        return;
+    };
+    assert!(!result.run.succeeded(), "a wrong password was accepted");
+    assert!(result.run.stdout.contains("Access-Reject"));
+    let [outcome] = result.handler().outcomes.as_slice() else {
+        panic!(
+            "expected one finished conversation: {:?}",
+            result.handler().outcomes
+        );
+    };
+    assert!(!outcome.accepted && outcome.msk.is_none(), "{outcome:?}");
+    assert!(outcome.reason.contains("wrong password"), "{outcome:?}");
+    assert_eq!(outcome.error_code, Some(BAD_CREDENTIALS));
+}
+
+#[test]
+fn inner_eap_gtc_refused_by_a_peer_configured_for_another_method() {
+    // phase2="auth=MSCHAPV2": hostap answers the EAP-Request/GTC with a legacy Nak.
+    let Some(result) = run_case(gtc_case("MSCHAPV2", PASSWORD), 1024) else {
+        return;
+    };
+    assert!(!result.run.succeeded());
+    let [outcome] = result.handler().outcomes.as_slice() else {
+        panic!(
+            "expected one finished conversation: {:?}",
+            result.handler().outcomes
+        );
+    };
+    assert!(!outcome.accepted, "{outcome:?}");
+    assert_eq!(
+        outcome.error_code,
+        Some(ragw_teap::tlv::error_code::INNER_METHOD_NOT_SUPPORTED),
+        "{outcome:?}"
+    );
+    assert!(outcome.reason.contains("legacy Nak"), "{outcome:?}");
+    assert!(
+        !result
+            .handler()
+            .questions
+            .iter()
+            .any(|q| q.starts_with("CheckPassword"))
+    );
 }

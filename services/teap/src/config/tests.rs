@@ -1,6 +1,7 @@
 use super::*;
 use ragw_device_auth::Secret as PasswordSecret;
 use ragw_domain::IdentityKind;
+use rustls::pki_types::CertificateDer;
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -36,6 +37,7 @@ fn section(dir: &std::path::Path) -> TeapSection {
                 ..Default::default()
             }),
             client_cert: None,
+            password_method: PasswordMethod::EapGtc,
             provisioning: ProvisioningSection {
                 certificate: CertificateProvisioning::Required,
             },
@@ -85,6 +87,11 @@ fn section_reads_secrets_from_files_and_variables() {
     let iot = cfg.label("iot").unwrap();
     assert_eq!(iot.profile, "devices");
     assert_eq!(iot.certificate, CertificateProvisioning::Required);
+    assert_eq!(iot.password_method, PasswordMethod::EapGtc);
+    assert_eq!(
+        cfg.label("lab").unwrap().password_method,
+        PasswordMethod::Basic
+    );
     assert_eq!(cfg.label("lab").unwrap().profile, "lab");
     assert_eq!(
         cfg.label("lab").unwrap().certificate,
@@ -130,6 +137,24 @@ fn secrets_must_come_from_exactly_one_place() {
 }
 
 #[test]
+fn password_method_is_basic_or_eap_gtc() {
+    let parse = |text: &str| toml::from_str::<TeapLabelSection>(text).map(|l| l.password_method);
+    assert_eq!(parse("").unwrap(), PasswordMethod::Basic);
+    assert_eq!(
+        parse("password_method = \"basic\"").unwrap(),
+        PasswordMethod::Basic
+    );
+    assert_eq!(
+        parse("password_method = \"eap-gtc\"").unwrap(),
+        PasswordMethod::EapGtc
+    );
+    let e = parse("password_method = \"mschapv2\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("eap-gtc"), "{e}");
+}
+
+#[test]
 fn a_plain_secret_key_is_refused_by_the_format() {
     let text = "address = \"127.0.0.1\"\nsecret = \"testing123\"\n";
     let e = toml::from_str::<RadiusClientSection>(text)
@@ -169,6 +194,21 @@ fn validation_names_the_key() {
     c.labels[0].basic = Some(BasicAuth::new(IdentityKind::SerialNumber));
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains(".basic: neither password_file"), "{e}");
+
+    let mut c = good.clone();
+    let mut certificates_only = TeapLabel::new("cams", "cams");
+    certificates_only.client_cert = Some(ClientCertAuth {
+        trust_anchors: vec![CertificateDer::from(vec![0x30, 0x00])],
+        identity: ragw_device_auth::CertIdentityField::SanDns,
+        identity_kind: IdentityKind::SerialNumber,
+    });
+    certificates_only.password_method = PasswordMethod::EapGtc;
+    c.labels.push(certificates_only);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("teap.labels.cams.password_method: asks for a password"),
+        "{e}"
+    );
 
     let mut c = good.clone();
     c.limits.enrollment_hold = Duration::from_secs(200);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 pub use crate::keys::SessionKeys;
-pub use crate::teap_server::{Answer, Finish, Next, Provisioning, Question};
+pub use crate::teap_server::{Answer, Finish, InnerMethod, Next, Provisioning, Question};
 use crate::teap_server::{Conversation, TeapServerConfig};
 
 use super::RandomSource;

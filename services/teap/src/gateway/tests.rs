@@ -138,7 +138,8 @@ impl TeapConversation for ScriptedConversation {
                 self.phase = Phase::AskedCsr;
                 self.send()
             }
-            Answer::RequirePassword { .. } => {
+            // The script's password arrives as CheckPassword whichever method carried it.
+            Answer::RequirePassword { .. } | Answer::RequireInnerEap { .. } => {
                 self.phase = Phase::AskedPassword;
                 self.send()
             }
@@ -565,6 +566,38 @@ async fn password_then_enrollment_ends_in_accept_with_keys_and_audit() {
     let (late, _) = h.exchange(&teap_response(12), Some(&state)).await;
     assert_eq!(late.code, Code::AccessReject);
     assert_eq!(eap_of(&late), vec![4, 12, 0, 4]);
+}
+
+#[tokio::test]
+async fn label_with_eap_gtc_asks_for_the_password_by_inner_gtc_and_checks_it_alike() {
+    let script = Script {
+        password: Some((b"SN-0042".to_vec(), b"boot-secret".to_vec())),
+        ..Default::default()
+    };
+    let mut label = label_with_password("iot");
+    label.password_method = PasswordMethod::EapGtc;
+    label.certificate = CertificateProvisioning::Never;
+    let mut h = Harness::new(config(vec![label]), script, FakeRegistrar::default());
+    let (start, _) = h
+        .exchange(&identity_response(1, b"anonymous@iot"), None)
+        .await;
+    let state = state_of(&start);
+    h.exchange(&teap_response(2), Some(&state)).await;
+    let (accept, _) = h.exchange(&teap_response(3), Some(&state)).await;
+    assert_eq!(accept.code, Code::AccessAccept);
+    assert_eq!(attribute(&accept, attr::USER_NAME).unwrap(), b"SN-0042");
+    let answers = h.answers();
+    assert_eq!(
+        answers[0],
+        Answer::RequireInnerEap {
+            method: InnerMethod::Gtc,
+            prompt: b"Password".to_vec(),
+        }
+    );
+    assert_eq!(answers[1], Answer::Authenticated { provisioning: None });
+    h.settle().await;
+    let access = h.registrar.accesses.lock().unwrap()[0].clone();
+    assert!(access.reason.contains("EAP-GTC"), "{}", access.reason);
 }
 
 #[tokio::test]

@@ -597,3 +597,49 @@ fn key_schedule_interoperates_with_hostap_traces() {
         );
     }
 }
+
+/// Made by `tests/vectors/hostap_gtc_trace.py` from a real hostap 2.10 run with inner EAP-GTC.
+const HOSTAP_GTC_TRACE: &str = include_str!("../../tests/vectors/hostap_gtc_trace.txt");
+
+#[test]
+fn keyless_inner_eap_method_advances_s_imck_as_hostap_does() {
+    let [trace] = sections_in(HOSTAP_GTC_TRACE, "trace")
+        .try_into()
+        .unwrap_or_else(|_| panic!("one GTC trace"));
+    let suite = u16::from_str_radix(trace.raw("cipher_suite"), 16).expect("suite");
+    let hash = PrfHash::for_cipher_suite(suite).expect("a TLS 1.2 suite");
+    let server_outer = trace.bytes("server_outer_tlvs");
+    let peer_outer = trace.bytes("peer_outer_tlvs");
+    let seed = seed_of(&trace);
+
+    let mut gtc = KeySchedule::new(hash, &seed);
+    gtc.next_method_round(None, None);
+    let request = binding_from_tlv(&trace.bytes("request_binding_tlv"));
+    gtc.verify(&request, &server_outer, &peer_outer)
+        .expect("hostapd's Crypto-Binding after GTC");
+    let response = binding_from_tlv(&trace.bytes("response_binding_tlv"));
+    gtc.verify(&response, &server_outer, &peer_outer)
+        .expect("eapol_test's Crypto-Binding after GTC");
+    assert!(!gtc.binding_uses_emsk_chain(&response));
+    let keys = gtc.session_keys(false);
+    assert_eq!(to_hex(&keys.msk), trace.raw("msk"));
+    assert_eq!(to_hex(&keys.emsk), trace.raw("emsk"));
+    let mut from_s_imck_1 = [0u8; SESSION_KEY_LEN];
+    tls12_prf(
+        hash,
+        &trace.bytes("s_imck_1"),
+        MSK_LABEL,
+        &[],
+        &mut from_s_imck_1,
+    );
+    assert_eq!(keys.msk, from_s_imck_1);
+
+    // A binding-only round has the same CMK (the bindings verify) but keeps S-IMCK[0]: the
+    // MSK would differ from hostap's.
+    let mut binding_only = KeySchedule::new(hash, &seed);
+    binding_only.next_round(None, None);
+    binding_only
+        .verify(&request, &server_outer, &peer_outer)
+        .expect("same CMK");
+    assert_ne!(binding_only.session_keys(false).msk, keys.msk);
+}

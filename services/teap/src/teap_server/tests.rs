@@ -98,9 +98,20 @@ fn counter_random() -> RandomSource {
 /// Rewrites the peer's n-th phase-2 reply (0-based): the TLVs it would send → raw TLV octets.
 type Tamper = Box<dyn FnMut(usize, &[Tlv]) -> Option<Vec<u8>>>;
 
+/// How the test peer answers an inner EAP method request (after its Identity).
+#[derive(Clone)]
+enum InnerAnswer {
+    /// EAP-Response/GTC with this password.
+    Gtc(Vec<u8>),
+    /// Legacy Nak proposing these types.
+    Nak(Vec<u8>),
+}
+
 #[derive(Default)]
 struct Behaviour {
     password: Option<(Vec<u8>, Vec<u8>)>,
+    /// Inner EAP: the identity for EAP-Response/Identity and the answer to the method.
+    inner_eap: Option<(Vec<u8>, InnerAnswer)>,
     csr: Option<Vec<u8>>,
     ask_trusted_server_root: bool,
     outer_tlvs: Vec<u8>,
@@ -135,6 +146,10 @@ struct TestPeer {
     /// TLS data lengths and flags of every server TEAP packet (after Start).
     server_fragments: Vec<(usize, u8)>,
     peer_fragments: usize,
+    /// Every inner EAP-Request the server sent (decoded from its EAP-Payload TLVs).
+    inner_requests: Vec<Packet>,
+    /// The peer finished an inner EAP method: its next Crypto-Binding is that method's round.
+    inner_method_done: bool,
 }
 
 impl TestPeer {
@@ -160,6 +175,8 @@ impl TestPeer {
             trusted_server_root: None,
             server_fragments: Vec::new(),
             peer_fragments: 0,
+            inner_requests: Vec::new(),
+            inner_method_done: false,
         }
     }
 
@@ -280,7 +297,13 @@ impl TestPeer {
                 assert_eq!((request.version, request.received_version), (1, 1));
                 assert_eq!(request.flags, CryptoBinding::FLAG_MSK);
                 assert_eq!(request.nonce[31] & 1, 0, "request nonce LSB is 0");
-                keys.next_round(None, None);
+                // hostap 2.10's peer: S-IMCK advances after an inner EAP method even when it
+                // gave no keys; Basic-Password-Auth and no inner method are binding-only.
+                if std::mem::take(&mut self.inner_method_done) {
+                    keys.next_method_round(None, None);
+                } else {
+                    keys.next_round(None, None);
+                }
                 keys.verify(request, &self.server_outer, &self.behaviour.outer_tlvs)
                     .expect("server's Compound-MAC verifies on the peer side");
                 let mut nonce = request.nonce;
@@ -323,6 +346,34 @@ impl TestPeer {
                         Some(csr) => out.push(Tlv::Pkcs10(csr.clone())),
                         None => out.push(Tlv::Result(*status)),
                     }
+                }
+                Tlv::EapPayload(payload) => {
+                    let request = Packet::parse(payload).expect("inner EAP packet parses");
+                    assert_eq!(request.code, Code::Request);
+                    let (identity, answer) = self
+                        .behaviour
+                        .inner_eap
+                        .clone()
+                        .expect("peer does inner EAP");
+                    let body = match (&request.body, answer) {
+                        (Body::Identity(_), _) => Body::Identity(identity),
+                        (Body::Other { method_type: 6, .. }, InnerAnswer::Gtc(password)) => {
+                            self.inner_method_done = true;
+                            Body::Other {
+                                method_type: 6,
+                                data: password,
+                            }
+                        }
+                        (_, InnerAnswer::Nak(types)) => Body::Nak(types),
+                        (other, _) => panic!("unexpected inner request {other:?}"),
+                    };
+                    let response = Packet {
+                        code: Code::Response,
+                        identifier: request.identifier,
+                        body,
+                    };
+                    self.inner_requests.push(request);
+                    out.push(Tlv::EapPayload(response.encode().expect("inner response")));
                 }
                 Tlv::Pkcs7(pkcs7) => self.pkcs7 = Some(pkcs7.clone()),
                 Tlv::TrustedServerRoot { tlvs, .. } => {
@@ -1668,4 +1719,313 @@ fn csr_with_a_bad_binding_answering_the_offer_is_a_tunnel_compromise() {
         !questions.iter().any(|q| q.starts_with("Enroll")),
         "a CSR under a bad binding reached the driver: {questions:?}"
     );
+}
+
+// ---- inner EAP-GTC --------------------------------------------------------------------------
+
+fn gtc_peer(pki: &Pki, answer: InnerAnswer, tamper: Option<Tamper>) -> TestPeer {
+    TestPeer::new(
+        client_tls(pki, false),
+        Behaviour {
+            inner_eap: Some((b"device-7".to_vec(), answer)),
+            tamper,
+            ..Behaviour::default()
+        },
+    )
+}
+
+fn require_gtc() -> Answer {
+    Answer::RequireInnerEap {
+        method: InnerMethod::Gtc,
+        prompt: b"Password".to_vec(),
+    }
+}
+
+/// The driver of the GTC cases: EAP-GTC at TunnelUp, then `check` for the password.
+fn run_gtc(pki: &Pki, peer: TestPeer, mut check: impl FnMut(&[u8], &[u8]) -> Answer) -> Outcome {
+    run(
+        server_config(pki, ConversationLimits::default()),
+        peer,
+        |question| match question {
+            Question::TunnelUp { peer_certificates } => {
+                assert!(peer_certificates.is_empty());
+                require_gtc()
+            }
+            Question::CheckPassword { username, password } => check(username, password),
+            other => panic!("unexpected {other:?}"),
+        },
+    )
+}
+
+fn eap_payload_of(tlvs: &[Tlv]) -> Packet {
+    match tlvs {
+        [Tlv::EapPayload(payload)] => Packet::parse(payload).expect("inner EAP"),
+        other => panic!("expected one EAP-Payload TLV, got {other:?}"),
+    }
+}
+
+#[test]
+fn gtc_accepted_checks_the_password_and_keys_match() {
+    let pki = pki();
+    let peer = gtc_peer(&pki, InnerAnswer::Gtc(b"correct horse".to_vec()), None);
+    let outcome = run_gtc(&pki, peer, |username, password| {
+        assert_eq!(username, b"device-7");
+        assert_eq!(password, b"correct horse");
+        authenticated()
+    });
+    // The peer advanced S-IMCK with the zero IMSK (as hostap does): equal keys prove the
+    // server did too.
+    assert_success_with_matching_keys(&outcome);
+    let received = &outcome.peer.received;
+    assert_eq!(received.len(), 3, "{received:?}");
+    let identity = eap_payload_of(&received[0]);
+    assert_eq!(identity.body, Body::Identity(Vec::new()));
+    let gtc = eap_payload_of(&received[1]);
+    assert_eq!(
+        gtc.body,
+        Body::Other {
+            method_type: 6,
+            data: b"Password".to_vec()
+        }
+    );
+    assert_eq!(gtc.identifier, identity.identifier.wrapping_add(1));
+    assert_eq!(
+        types(&received[2]),
+        [
+            tlv_type::INTERMEDIATE_RESULT,
+            tlv_type::CRYPTO_BINDING,
+            tlv_type::RESULT
+        ]
+    );
+    assert_eq!(
+        received[2][0],
+        Tlv::IntermediateResult {
+            status: Status::Success,
+            tlvs: vec![]
+        }
+    );
+    // The MSK is not the one a binding-only round (Basic-Password-Auth) would give.
+    let peer_tls = &outcome.peer.tls;
+    let seed = peer_tls
+        .export_keying_material([0u8; 40], keys::SESSION_KEY_SEED_LABEL, None)
+        .expect("exporter");
+    let hash = PrfHash::for_cipher_suite(u16::from(
+        peer_tls.negotiated_cipher_suite().unwrap().suite(),
+    ))
+    .unwrap();
+    let mut binding_only = KeySchedule::new(hash, &seed);
+    binding_only.next_round(None, None);
+    assert_ne!(
+        binding_only.session_keys(false).msk,
+        outcome.finish.keys.as_ref().unwrap().msk
+    );
+    // The token never reaches a Debug rendering.
+    assert!(outcome.questions[1].contains("device-7"));
+    assert!(!outcome.questions[1].contains("correct horse"));
+}
+
+#[test]
+fn gtc_wrong_password_is_a_protected_failure() {
+    let pki = pki();
+    let peer = gtc_peer(&pki, InnerAnswer::Gtc(b"wrong".to_vec()), None);
+    let outcome = run_gtc(&pki, peer, |_, password| {
+        assert_eq!(password, b"wrong");
+        Answer::Reject {
+            error_code: 1003,
+            reason: "bad password".into(),
+        }
+    });
+    assert!(!outcome.finish.accepted);
+    assert!(outcome.finish.keys.is_none());
+    assert_eq!(outcome.peer_end, Code::Failure);
+    assert_eq!(outcome.finish.error_code, Some(1003));
+    assert_eq!(
+        outcome.peer.received[2],
+        [
+            Tlv::IntermediateResult {
+                status: Status::Failure,
+                tlvs: vec![]
+            },
+            Tlv::Error(1003),
+            Tlv::Result(Status::Failure)
+        ]
+    );
+}
+
+#[test]
+fn gtc_refused_by_legacy_nak_is_inner_method_not_supported() {
+    let pki = pki();
+    // hostap's peer with phase2="auth=MSCHAPV2" answers EAP-GTC with a Nak proposing 26.
+    let peer = gtc_peer(&pki, InnerAnswer::Nak(vec![26]), None);
+    let outcome = run_gtc(&pki, peer, |_, _| panic!("no password to check"));
+    assert!(!outcome.finish.accepted);
+    assert_eq!(outcome.peer_end, Code::Failure);
+    assert_eq!(outcome.finish.error_code, Some(1032));
+    assert_failed(&outcome.finish, "refused inner EAP method 6");
+    assert!(
+        outcome.finish.reason.contains("[26]"),
+        "{}",
+        outcome.finish.reason
+    );
+    assert_eq!(
+        outcome.peer.received[2],
+        [
+            Tlv::IntermediateResult {
+                status: Status::Failure,
+                tlvs: vec![]
+            },
+            Tlv::Error(1032),
+            Tlv::Result(Status::Failure)
+        ]
+    );
+    assert_eq!(outcome.questions.len(), 1, "{:?}", outcome.questions);
+}
+
+#[test]
+fn nak_tlv_for_eap_payload_is_inner_method_not_supported() {
+    let pki = pki();
+    let peer = gtc_peer(
+        &pki,
+        InnerAnswer::Gtc(b"unused".to_vec()),
+        Some(only_first(|_| {
+            tlv::encode_tlvs(&[tlv::nak_for(tlv_type::EAP_PAYLOAD)]).unwrap()
+        })),
+    );
+    let outcome = run_gtc(&pki, peer, |_, _| panic!("no password to check"));
+    assert_eq!(outcome.finish.error_code, Some(1032));
+    assert_eq!(
+        outcome.peer.received[1],
+        [Tlv::Error(1032), Tlv::Result(Status::Failure)]
+    );
+}
+
+/// The inner EAP response the peer would send, replaced (only its n-th reply).
+fn inner_replaced(n: usize, change: impl Fn(Vec<u8>) -> Vec<Tlv> + 'static) -> Tamper {
+    Box::new(move |index, tlvs| {
+        (index == n).then(|| {
+            let [Tlv::EapPayload(payload)] = tlvs else {
+                panic!("expected the peer's EAP-Payload, got {tlvs:?}")
+            };
+            tlv::encode_tlvs(&change(payload.clone())).unwrap()
+        })
+    })
+}
+
+/// Rewrites the peer's inner EAP packet into the TLVs it sends instead.
+type InnerChange = Box<dyn Fn(Vec<u8>) -> Vec<Tlv>>;
+
+fn gtc_failure(tamper: Tamper) -> Outcome {
+    let pki = pki();
+    let peer = gtc_peer(&pki, InnerAnswer::Gtc(b"pw".to_vec()), Some(tamper));
+    run_gtc(&pki, peer, |_, _| panic!("no password to check"))
+}
+
+#[test]
+fn malformed_eap_payloads_get_error_2002() {
+    let cases: Vec<(&str, usize, InnerChange)> = vec![
+        (
+            "malformed EAP packet",
+            0,
+            Box::new(|_| vec![Tlv::EapPayload(vec![2, 0, 0, 40, 1])]),
+        ),
+        (
+            "malformed EAP packet",
+            1,
+            Box::new(|_| vec![Tlv::EapPayload(Vec::new())]),
+        ),
+        (
+            "with identifier",
+            0,
+            Box::new(|mut payload| {
+                payload[1] = payload[1].wrapping_add(1);
+                vec![Tlv::EapPayload(payload)]
+            }),
+        ),
+        (
+            "inner EAP Request",
+            1,
+            Box::new(|mut payload| {
+                payload[0] = 1;
+                vec![Tlv::EapPayload(payload)]
+            }),
+        ),
+        (
+            "2 EAP-Payload TLVs",
+            0,
+            Box::new(|payload| vec![Tlv::EapPayload(payload.clone()), Tlv::EapPayload(payload)]),
+        ),
+        ("0 EAP-Payload TLVs", 1, Box::new(|_| Vec::new())),
+        (
+            "(EAP type 4) while waiting for the method",
+            1,
+            Box::new(|mut payload| {
+                payload[4] = 4;
+                vec![Tlv::EapPayload(payload)]
+            }),
+        ),
+        (
+            "(Identity) while waiting for the method",
+            1,
+            Box::new(|mut payload| {
+                payload[4] = 1;
+                vec![Tlv::EapPayload(payload)]
+            }),
+        ),
+        (
+            "(legacy Nak) while waiting for the Identity",
+            0,
+            Box::new(|payload| vec![Tlv::EapPayload(vec![2, payload[1], 0, 6, 3, 6])]),
+        ),
+    ];
+    for (expected, n, change) in cases {
+        let outcome = gtc_failure(inner_replaced(n, change));
+        assert_failed(&outcome.finish, expected);
+        assert_eq!(outcome.finish.error_code, Some(2002), "{expected}");
+        assert_eq!(
+            outcome.peer.received.last().unwrap(),
+            &[Tlv::Error(2002), Tlv::Result(Status::Failure)],
+            "{expected}"
+        );
+    }
+}
+
+#[test]
+fn eap_payload_outside_an_inner_method_is_unexpected() {
+    let pki = pki();
+    let peer = TestPeer::new(
+        client_tls(&pki, false),
+        Behaviour {
+            password: Some((b"alice".to_vec(), b"pw".to_vec())),
+            tamper: Some(only_first(|_| {
+                tlv::encode_tlvs(&[Tlv::EapPayload(vec![2, 0, 0, 5, 1])]).unwrap()
+            })),
+            ..Behaviour::default()
+        },
+    );
+    let outcome = run(
+        server_config(&pki, ConversationLimits::default()),
+        peer,
+        |_| Answer::RequirePassword { prompt: Vec::new() },
+    );
+    assert_failed(&outcome.finish, "unexpected TLV type 9");
+    assert_eq!(outcome.finish.error_code, Some(2002));
+}
+
+#[test]
+fn gtc_can_be_asked_again_after_a_check() {
+    let pki = pki();
+    let peer = gtc_peer(&pki, InnerAnswer::Gtc(b"token".to_vec()), None);
+    let mut checks = 0;
+    let outcome = run_gtc(&pki, peer, |_, _| {
+        checks += 1;
+        if checks == 1 {
+            require_gtc()
+        } else {
+            authenticated()
+        }
+    });
+    assert_success_with_matching_keys(&outcome);
+    assert_eq!(checks, 2);
+    // Identity, GTC, Identity, GTC: a fresh inner EAP conversation each time.
+    assert_eq!(outcome.peer.inner_requests.len(), 4);
 }
