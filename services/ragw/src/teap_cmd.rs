@@ -73,6 +73,9 @@ pub async fn run_teap(config: Option<&Path>) -> Result<()> {
                 tls: TeapTls {
                     cert_chain_pem: settings.cert_chain_pem,
                     key_pem: settings.key_pem,
+                    // The RadSec connection's own TLS; TEAP's Trusted-Server-Root is the
+                    // TEAP server's.
+                    trusted_server_root_pem: Vec::new(),
                 },
                 client_ca_pem: settings.client_ca_pem,
                 clients: settings.clients,
