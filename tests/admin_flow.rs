@@ -175,9 +175,15 @@ async fn manual_approval_then_issue_then_restart() {
     for sample in &samples {
         let name = sample.split(['{', ' ']).next().unwrap_or_default();
         assert!(
-            ["ragw_registrar_", "ragw_worker_", "ragw_ca_", "ragw_est_"]
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
+            [
+                "ragw_registrar_",
+                "ragw_worker_",
+                "ragw_ca_",
+                "ragw_est_",
+                "ragw_teap_"
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
                 && !name.starts_with("ragw_ragw"),
             "metric {name} does not carry exactly one component prefix"
         );
