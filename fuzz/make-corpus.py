@@ -227,12 +227,49 @@ def radius_server_corpus():
         for i in range(6))
 
 
+def conversation_record(control, data=b""):
+    """fuzz_targets/teap_conversation.rs input: control octet, 2-octet length, bytes."""
+    return bytes([control]) + struct.pack(">H", len(data)) + data
+
+
+MODE_RAW, MODE_TEAP, MODE_GENUINE_TLS, MODE_SEALED_TLVS, PATCH_ID = 0, 1, 2, 3, 4
+# Answers (control bits 3-5) and the server's fragment size (bits 6-7, first record).
+NO_PROVISIONING, OPTIONAL_CSR, REQUIRED_CSR, PASSWORD = 0 << 3, 1 << 3, 2 << 3, 3 << 3
+REJECT, ISSUED = 4 << 3, 5 << 3
+BIG_FRAGMENTS, SMALL_FRAGMENTS = 3 << 6, 1 << 6
+ACK = bytes([0x01])  # TEAP flags: version 1, no data
+
+
+def teap_conversation_corpus():
+    hello = conversation_record(BIG_FRAGMENTS | MODE_GENUINE_TLS)
+    # ClientHello, then the client's second flight: the tunnel comes up and the answer to
+    # TunnelUp picks the phase-2 path.
+    tunnel = lambda answer: hello + conversation_record(MODE_GENUINE_TLS | answer)
+    password = tlv(14, b"\x08device-1\x02pw", mandatory=True)
+    yield "tunnel-then-binding-only", tunnel(NO_PROVISIONING) + conversation_record(
+        MODE_SEALED_TLVS, tlv(3, b"\x00\x01", mandatory=True))
+    yield "password-then-csr", tunnel(PASSWORD) + conversation_record(
+        MODE_SEALED_TLVS | REQUIRED_CSR, password) + conversation_record(
+        MODE_SEALED_TLVS | ISSUED, tlv(16, b"\x30\x00"))
+    yield "optional-csr-declined", tunnel(OPTIONAL_CSR) + conversation_record(
+        MODE_SEALED_TLVS, tlv(3, b"\x00\x01", mandatory=True))
+    yield "reject-at-tunnel-up", tunnel(REJECT) + conversation_record(
+        MODE_SEALED_TLVS, tlv(3, b"\x00\x02", mandatory=True))
+    # The server's flight in 64-octet fragments, ACKed one by one.
+    yield "fragmented-flight", conversation_record(SMALL_FRAGMENTS | MODE_GENUINE_TLS) + b"".join(
+        conversation_record(MODE_TEAP, ACK) for _ in range(40))
+    yield "raw-garbage", conversation_record(MODE_RAW | PATCH_ID, eap(2, 0, bytes([55, 0x01]) + b"junk"))
+    yield "fragment-flood", conversation_record(MODE_TEAP, teap_data(0xC1, b"x" * 60, 65536)) + b"".join(
+        conversation_record(MODE_TEAP, teap_data(0x41, b"x" * 60)) for _ in range(60))
+
+
 def main():
     targets = {
         "radius_packet": radius_packet_corpus,
         "eap_packet": eap_packet_corpus,
         "teap_tlvs": teap_tlvs_corpus,
         "radius_server": radius_server_corpus,
+        "teap_conversation": teap_conversation_corpus,
     }
     for target, seeds in targets.items():
         directory = CORPUS / target

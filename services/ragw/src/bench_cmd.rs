@@ -16,6 +16,7 @@ use ragw_acme_ca::client::AcmeClient;
 use ragw_acme_ca::dns_responder::DnsResponder;
 
 mod est;
+mod teap;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -30,6 +31,10 @@ pub enum BenchCommand {
     /// Enroll N pledges, C at a time, at the EST gateway of `ragw dev`; report enrollments/s,
     /// latency percentiles and the crypto-only ceiling of the same pipeline.
     Est(est::EstBench),
+    /// Run N TEAP provisioning conversations, C at a time, through the RADIUS front of
+    /// `ragw dev`; report conversations/s, latency percentiles, RADIUS round trips and the
+    /// TLS-handshake-only rate measured in the same run.
+    Teap(teap::TeapBench),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -284,6 +289,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let args = match args.command {
         BenchCommand::Acme(a) => a,
         BenchCommand::Est(e) => return est::run(e).await,
+        BenchCommand::Teap(t) => return teap::run(t).await,
     };
     if args.certificates == 0 || args.concurrency == 0 {
         bail!("-n and -c must be positive");

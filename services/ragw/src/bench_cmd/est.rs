@@ -563,7 +563,7 @@ fn check_certs_only(body: &[u8]) -> Result<(), String> {
 
 /// A CSR with the names as subjectAltNames and the first as common name, like the README's
 /// openssl command.
-fn csr_der(key: &KeyPair, names: &[String]) -> Result<Vec<u8>> {
+pub(super) fn csr_der(key: &KeyPair, names: &[String]) -> Result<Vec<u8>> {
     let first = names.first().context("no name to request")?;
     let mut params = CertificateParams::new(names.to_vec())?;
     params.distinguished_name = DistinguishedName::new();
@@ -683,7 +683,7 @@ fn summarize(concurrency: usize, count: usize, wall: Duration, outcomes: Vec<Out
 }
 
 /// Nearest-rank percentile (`q` in (0, 1]) of sorted samples.
-fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+pub(super) fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
     if sorted.is_empty() {
         return None;
     }
@@ -692,15 +692,15 @@ fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
-struct LatencyMs {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
+pub(super) struct LatencyMs {
+    pub(super) p50: f64,
+    pub(super) p90: f64,
+    pub(super) p99: f64,
+    pub(super) max: f64,
 }
 
 impl LatencyMs {
-    fn of(sorted: &[Duration]) -> Option<LatencyMs> {
+    pub(super) fn of(sorted: &[Duration]) -> Option<LatencyMs> {
         let ms = |q| percentile(sorted, q).map(|d| d.as_secs_f64() * 1000.0);
         Some(LatencyMs {
             p50: ms(0.50)?,
@@ -775,13 +775,13 @@ struct LoadRun {
 }
 
 #[derive(Debug, Serialize)]
-struct Machine {
-    cores: usize,
-    cpu: Option<String>,
+pub(super) struct Machine {
+    pub(super) cores: usize,
+    pub(super) cpu: Option<String>,
 }
 
 impl Machine {
-    fn this() -> Machine {
+    pub(super) fn this() -> Machine {
         Machine {
             cores: cores(),
             cpu: std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
@@ -794,7 +794,7 @@ impl Machine {
     }
 }
 
-fn cores() -> usize {
+pub(super) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
