@@ -150,12 +150,16 @@ async fn provision_retry_and_login(
         login.radius_msk, first.radius_msk,
         "a fresh MSK per conversation"
     );
-    // (The registrar's assignment for a certificate does not name the device, so this event
-    // carries the outer identity and the station only.)
+    // The registrar names the device the certificate was issued to, so the event does too.
     teap_support::wait_for_audit(
         dev,
         "gateway.access_granted",
-        &[station, teap_support::NAS, "certificate ragw issued"],
+        &[
+            station,
+            teap_support::NAS,
+            "certificate ragw issued",
+            &device,
+        ],
     )
     .await;
     assert_eq!(teap_support::enrollments_of(dev, &device).len(), 1);

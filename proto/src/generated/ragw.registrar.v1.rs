@@ -306,6 +306,11 @@ pub struct Assignment {
     /// needs no ASN.1 of its own.
     #[prost(bytes = "vec", tag = "6")]
     pub csr_attributes_der: ::prost::alloc::vec::Vec<u8>,
+    /// The device the assignment is for: the one the request named, or, when the device was
+    /// named only by the certificate ragw issued to it, the device that certificate belongs to,
+    /// so a gateway can name it (RADIUS User-Name, audit) without parsing the certificate.
+    #[prost(message, optional, tag = "7")]
+    pub device: ::core::option::Option<DeviceIdentity>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct EnrollRequest {

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Registrar;
 use crate::auth::{Caller, store_status};
-use crate::convert::{enrollment_to_pb, identity_from_pb, protocol_from_pb};
+use crate::convert::{enrollment_to_pb, identity_from_pb, identity_to_pb, protocol_from_pb};
 
 const MAX_PROFILE_NAME: usize = 64;
 const MAX_ID_LEN: usize = 64;
@@ -448,6 +448,7 @@ impl pb::enrollment_service_server::EnrollmentService for Registrar {
             allowed_keys: profile.allowed_keys.iter().map(|k| k.to_string()).collect(),
             profile: profile.name.clone(),
             csr_attributes_der,
+            device: Some(identity_to_pb(&device)),
         }))
     }
 

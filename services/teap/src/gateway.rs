@@ -693,6 +693,9 @@ impl<E: TeapEngine> Shared<E> {
                 };
                 match self.call(self.registrar.get_assignment(request)).await {
                     Ok(assignment) => {
+                        // The registrar names the device the certificate was issued to: the
+                        // Access-Accept's User-Name and the audit carry it.
+                        context.device = assignment.device.as_ref().and_then(identity_from_pb);
                         context.current_certificate = Some(leaf.as_ref().to_vec());
                         context.authenticated_by = Some("certificate ragw issued");
                         context.assignment = Some(assignment);
@@ -1279,6 +1282,18 @@ fn class_error_code(class: i32) -> u32 {
         pb::ErrorClass::InternalCaError => error_code::INTERNAL_CA_ERROR,
         pb::ErrorClass::Unspecified => error_code::GENERAL_PKI_ERROR,
     }
+}
+
+/// The registrar's name for a device; `None` for a kind or value this gateway cannot hold.
+fn identity_from_pb(id: &pb::DeviceIdentity) -> Option<DeviceIdentity> {
+    let kind = match pb::IdentityKind::try_from(id.kind).ok()? {
+        pb::IdentityKind::Mac => IdentityKind::Mac,
+        pb::IdentityKind::SerialNumber => IdentityKind::SerialNumber,
+        pb::IdentityKind::IdevidSerial => IdentityKind::IdevidSerial,
+        pb::IdentityKind::Username => IdentityKind::Username,
+        pb::IdentityKind::Unspecified => return None,
+    };
+    DeviceIdentity::new(kind, &id.value).ok()
 }
 
 fn identity_to_pb(id: &DeviceIdentity) -> pb::DeviceIdentity {

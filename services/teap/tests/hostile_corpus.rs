@@ -859,6 +859,7 @@ mod gateway {
                     names: vec!["k7q2m9x4.devices.example.com".into()],
                     allowed_keys: vec!["ecdsa-p256".into()],
                     profile: "iot".into(),
+                    ..Default::default()
                 })
             })
         }
@@ -938,6 +939,7 @@ mod gateway {
         let tls = TeapTls {
             cert_chain_pem: leaf.pem().into_bytes(),
             key_pem: key.serialize_pem().into_bytes(),
+            trusted_server_root_pem: Vec::new(),
         };
         let registrar = Arc::new(FakeRegistrar {
             chain: vec![device.der().to_vec(), ca.der().to_vec()],
