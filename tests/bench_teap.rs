@@ -73,4 +73,13 @@ fn bench_teap_provisions_six_pledges_against_ragw_dev() {
         7.0,
         "{metrics}"
     );
+    // Each of them is timed, Identity to Access-Accept.
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "ragw_teap_conversation_seconds_count{outcome=\"accepted\"}"
+        ),
+        7.0,
+        "{metrics}"
+    );
 }

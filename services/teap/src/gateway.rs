@@ -109,6 +109,8 @@ struct Context {
     source: SocketAddr,
     nas: String,
     calling_station_id: String,
+    /// When the EAP-Response/Identity started the conversation (the latency metric).
+    started: Option<Instant>,
     device: Option<DeviceIdentity>,
     /// The user name a password came with, before it was checked: what a refusal names, so
     /// an auditor following password guessing sees the name tried, not the outer identity.
@@ -302,6 +304,7 @@ impl<E: TeapEngine> TeapGateway<E> {
         let shared = &self.shared;
         let now = (shared.clock)();
         let mut context = Context::new(radius, client, request.key.source, &identity);
+        context.started = Some(now);
         let Some(label) = shared.config.label_for_identity(&identity) else {
             return shared.refuse_early(
                 &context,
@@ -555,6 +558,7 @@ impl Context {
             source,
             nas,
             calling_station_id: text(attr::CALLING_STATION_ID, 64),
+            started: None,
             device: None,
             claimed_user: None,
             current_certificate: None,
@@ -1027,6 +1031,10 @@ impl<E: TeapEngine> Shared<E> {
     fn finish(&self, request: &RequestInfo, context: Context, finish: Finish) -> Reply {
         self.metrics
             .provisioning(context.provisioning.metric_name());
+        if let Some(started) = context.started {
+            self.metrics
+                .conversation_finished(finish.accepted, (self.clock)() - started);
+        }
         if !finish.accepted {
             let reason = if finish.reason.is_empty() {
                 "the TEAP conversation failed".to_string()

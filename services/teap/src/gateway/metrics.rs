@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use ragw_runtime::ops::MetricsRegistry;
 
 use crate::radius::Code;
@@ -41,6 +43,20 @@ pub struct TeapMetrics {
     provisioning: Family<OutcomeLabel, Counter>,
     unaudited: Counter,
     passwords_not_checked: Family<ReasonLabel, Counter>,
+    conversation_seconds: ConversationSeconds,
+}
+
+/// Whole conversations, EAP-Response/Identity to Access-Accept or -Reject, by outcome: 10 ms
+/// to about 80 s, which covers a conversation held for an enrollment.
+#[derive(Clone)]
+struct ConversationSeconds(Family<OutcomeLabel, Histogram, fn() -> Histogram>);
+
+impl Default for ConversationSeconds {
+    fn default() -> Self {
+        ConversationSeconds(Family::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+        }))
+    }
 }
 
 impl TeapMetrics {
@@ -86,6 +102,12 @@ impl TeapMetrics {
             "Passwords refused unchecked: user_backoff (the user name failed recently) or \
              global_bound (too many failed passwords this second)",
             self.passwords_not_checked.clone(),
+        );
+        r.register(
+            "conversation_seconds",
+            "TEAP conversations from EAP-Response/Identity to the final Access-Accept or \
+             Access-Reject, by outcome (accepted, rejected)",
+            self.conversation_seconds.0.clone(),
         );
         r.register(
             "unaudited_events",
@@ -147,6 +169,16 @@ impl TeapMetrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    pub(crate) fn conversation_finished(&self, accepted: bool, took: Duration) {
+        let outcome = if accepted { "accepted" } else { "rejected" };
+        self.conversation_seconds
+            .0
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub(crate) fn provisioning(&self, outcome: &str) {
