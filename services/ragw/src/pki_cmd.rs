@@ -169,7 +169,10 @@ fn ca_paths(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn leaf_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")))
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
 }
 
 fn init(dir: &Path, common_name: &str, force: bool) -> Result<()> {
@@ -211,13 +214,23 @@ struct Leaf {
 fn issue(dir: &Path, name: &str, leaf: &Leaf) -> Result<()> {
     let ca = load_ca(dir)?;
     let issued = ca
-        .issue(name, &leaf.roles, &leaf.dns_names, &leaf.ip_addrs, leaf.days)
+        .issue(
+            name,
+            &leaf.roles,
+            &leaf.dns_names,
+            &leaf.ip_addrs,
+            leaf.days,
+        )
         .with_context(|| format!("issuing the certificate for {name}"))?;
     let (cert, key) = leaf_paths(dir, name);
     // Key first: a crash in between leaves a new key beside an old certificate, which fails
     // loudly at start, rather than a certificate nobody holds the key of.
     write_atomically(&key, &issued.key_pem, true)?;
-    write_atomically(&cert, format!("{}{}", issued.cert_pem, ca.cert_pem()), false)?;
+    write_atomically(
+        &cert,
+        format!("{}{}", issued.cert_pem, ca.cert_pem()),
+        false,
+    )?;
     Ok(())
 }
 
@@ -399,8 +412,14 @@ mod tests {
         init(dir.path(), DEFAULT_CA_NAME, false).unwrap();
         let before = std::fs::read(dir.path().join(CA_CERT_FILE)).unwrap();
         assert!(init(dir.path(), DEFAULT_CA_NAME, false).is_err());
-        assert_eq!(std::fs::read(dir.path().join(CA_CERT_FILE)).unwrap(), before);
+        assert_eq!(
+            std::fs::read(dir.path().join(CA_CERT_FILE)).unwrap(),
+            before
+        );
         init(dir.path(), DEFAULT_CA_NAME, true).unwrap();
-        assert_ne!(std::fs::read(dir.path().join(CA_CERT_FILE)).unwrap(), before);
+        assert_ne!(
+            std::fs::read(dir.path().join(CA_CERT_FILE)).unwrap(),
+            before
+        );
     }
 }
