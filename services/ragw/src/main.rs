@@ -9,6 +9,7 @@ mod config;
 mod dev;
 mod eap_server_cmd;
 mod est_cmd;
+mod pki_cmd;
 mod serve;
 mod teap_cmd;
 mod worker_cmd;
@@ -49,6 +50,9 @@ enum Command {
     EapServer(eap_server_cmd::EapServerArgs),
     /// Local ACME CA: show the root and chain, list issued certificates, revoke by serial.
     Ca(ca_cmd::CaArgs),
+    /// Component PKI for production: create the component CA, issue and renew per-component
+    /// certificates (role in a SAN URI), print them as a Kubernetes TLS Secret.
+    Pki(pki_cmd::PkiArgs),
     /// Load tools: `ragw bench acme` measures ACME servers (the local CA, Pebble, any URL),
     /// `ragw bench est` the EST enrollment pipeline of `ragw dev`.
     Bench(bench_cmd::BenchArgs),
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => audit_cmd::run(args).await,
             Command::EapServer(args) => eap_server_cmd::run(args).await.map(ExitCode::from),
             Command::Ca(args) => ca_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Pki(args) => pki_cmd::run(args).map(|()| ExitCode::SUCCESS),
             Command::Bench(args) => bench_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
