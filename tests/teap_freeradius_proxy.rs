@@ -317,12 +317,21 @@ async fn provisioning_through_a_freeradius_proxy() {
     let zombie = proxy
         .wait_for_log(&format!("{home} as zombie"), Duration::from_secs(90))
         .await;
+    // A zombie home server is probed with Status-Server every `check_interval` (10 s in
+    // deploy/freeradius/proxy.conf): let one probe reach ragw's socket before ragw resumes, since
+    // ragw's late answer to the stalled request may revive it first.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     signal(&dev, "CONT");
     let alive = proxy
         .wait_for_log(&format!("{home} alive"), Duration::from_secs(60))
         .await;
     // Not the blind revival of `status_check = none` ("we have no idea if it really is alive").
     assert!(!alive.contains("no idea"), "{alive}");
+    // The queued probe is answered once ragw runs again; its counter follows shortly.
+    let probed_by = Instant::now() + Duration::from_secs(20);
+    while status_servers() <= probes_before && Instant::now() < probed_by {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         status_servers() > probes_before,
         "ragw counted no Status-Server: {zombie} / {alive}"
