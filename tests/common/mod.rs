@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod pg_cluster;
+
 use ragw_proto::registrar::v1 as pb;
 use ragw_runtime::identity::{Role, ensure_dev_credentials};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
